@@ -1,0 +1,17 @@
+"""nbgrader configuration for the course (the repository root is the course directory).
+
+solutions/<id>/   nbgrader's source notebooks (full solutions, visible and hidden tests)
+assignments/<id>/ the release, generated from solutions/ by `make release`, committed
+"""
+
+c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.course_id = "dl4cv"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "assignments"
+# Only notebooks are assignment files; everything else in a folder is copied as is.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
+
+# Test cells call course_utils checks that raise with a clear message; keep nbgrader's
+# default per-cell timeout generous enough for training cells in fast mode.
+c.ExecutePreprocessor.timeout = 300

@@ -1,0 +1,131 @@
+"""a0's checks, called directly: correct variants pass, kept wrong variants fail with a clear message."""
+
+import math
+
+import pytest
+
+from course_utils.checks import CheckFailure
+from course_utils.checks import a0_warmup as checks
+
+
+def _validate(i, k, s, p, d):
+    if min(k, s, d) < 1 or p < 0 or i + 2 * p < d * (k - 1) + 1:
+        raise ValueError("impossible convolution settings")
+
+
+# --- correct, written differently from the solution -------------------------------------------
+def by_counting(i, k, s=1, p=0, d=1):
+    """Count the window positions one by one."""
+    _validate(i, k, s, p, d)
+    span, start, count = d * (k - 1) + 1, 0, 0
+    while start + span <= i + 2 * p:
+        count, start = count + 1, start + s
+    return count
+
+
+def by_math_floor(i, k, s=1, p=0, d=1):
+    _validate(i, k, s, p, d)
+    return int(math.floor((i + 2 * p - d * (k - 1) - 1) / s)) + 1
+
+
+# --- wrong ------------------------------------------------------------------------------------
+def no_dilation(i, k, s=1, p=0, d=1):
+    _validate(i, k, s, p, d)
+    return (i + 2 * p - k) // s + 1
+
+
+def ceil_not_floor(i, k, s=1, p=0, d=1):
+    _validate(i, k, s, p, d)
+    return -(-(i + 2 * p - d * (k - 1) - 1) // s) + 1
+
+
+def padding_one_side(i, k, s=1, p=0, d=1):
+    _validate(i, k, s, p, d)
+    return (i + p - d * (k - 1) - 1) // s + 1
+
+
+def returns_float(i, k, s=1, p=0, d=1):
+    _validate(i, k, s, p, d)
+    return (i + 2 * p - d * (k - 1) - 1) / s + 1
+
+
+def never_raises(i, k, s=1, p=0, d=1):
+    return (i + 2 * p - d * (k - 1) - 1) // max(s, 1) + 1
+
+
+def raises_on_remainder(i, k, s=1, p=0, d=1):
+    _validate(i, k, s, p, d)
+    if (i + 2 * p - d * (k - 1) - 1) % s:
+        raise ValueError("does not fit")
+    return (i + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def not_implemented(i, k, s=1, p=0, d=1):
+    raise NotImplementedError()
+
+
+CORRECT = [by_counting, by_math_floor]
+CHECKS = [checks.check_conv_output_size, checks.check_conv_output_size_errors]
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("answer", CORRECT)
+def test_correct_variants_pass(answer, check, hidden, capsys):
+    check(answer, hidden=hidden)
+    assert "✓" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("answer, message", [
+    (no_dilation, "expected"),
+    (ceil_not_floor, "expected"),
+    (padding_one_side, "expected"),
+    (returns_float, "should return the int"),
+    (not_implemented, "not implemented yet"),
+])
+def test_wrong_sizes_fail_the_size_check(answer, message, hidden):
+    with pytest.raises(CheckFailure, match=message):
+        checks.check_conv_output_size(answer, hidden=hidden)
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+@pytest.mark.parametrize("answer, message", [
+    (never_raises, "should raise ValueError"),
+    (raises_on_remainder, r"raises_on_remainder\(7, 3, s=3, p=0, d=1\) should return 2, but it raised ValueError"),
+    (not_implemented, "not implemented yet"),
+])
+def test_wrong_error_handling_fails_the_error_check(answer, message, hidden):
+    with pytest.raises(CheckFailure, match=message):
+        checks.check_conv_output_size_errors(answer, hidden=hidden)
+
+
+def test_failure_message_names_the_call_the_expected_and_the_given():
+    with pytest.raises(CheckFailure) as info:
+        checks.check_conv_output_size(no_dilation)
+    assert str(info.value) == "no_dilation(5, 3, s=1, p=0, d=2): expected 1, got 3"
+
+
+def test_hidden_cases_follow_the_grading_seed(monkeypatch):
+    monkeypatch.setenv("COURSE_GRADING_SEED", "1")
+    first = checks._hidden_cases()
+    monkeypatch.setenv("COURSE_GRADING_SEED", "2")
+    assert checks._hidden_cases() != first
+    monkeypatch.setenv("COURSE_GRADING_SEED", "1")
+    assert checks._hidden_cases() == first
+    assert not set(first) <= set(checks.VISIBLE_CASES)
+    monkeypatch.setenv("COURSE_GRADING_SEED", "abc")
+    with pytest.raises(ValueError, match="must be an integer"):
+        checks._hidden_cases()
+
+
+def test_every_wrong_variant_fails_at_least_one_check():
+    for wrong in (no_dilation, ceil_not_floor, padding_one_side, returns_float, never_raises,
+                  raises_on_remainder, not_implemented):
+        failures = 0
+        for check in CHECKS:
+            try:
+                check(wrong)
+            except CheckFailure:
+                failures += 1
+        assert failures, f"{wrong.__name__} passed every visible check"

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import data
+from course_utils.seeding import seed_everything
+from course_utils.training import History, evaluate, fit
+
+
+def _model():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def _loaders():
+    splits = data.split(data.load("digits", n=600), (0.8, 0.2, 0.0))
+    return data.make_loader(splits.train, 32, shuffle=True), data.make_loader(splits.val, 64)
+
+
+def test_fit_learns_digits_and_records_history():
+    seed_everything(0)
+    train, val = _loaders()
+    model = _model()
+    before = evaluate(model, val, device="cpu")
+    history = fit(model, train, val_loader=val, epochs=5, lr=1e-2, device="cpu", progress=False)
+    assert isinstance(history, History) and len(history) == 5
+    assert history.epoch == [1, 2, 3, 4, 5] and history.device == "cpu" and not history.amp
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert history.val_acc[-1] > 0.8 > before["accuracy"]
+    assert all(s > 0 for s in history.seconds) and history.stopped == ""
+    after = evaluate(model, val)
+    assert after["accuracy"] == pytest.approx(history.val_acc[-1])
+    assert after["n"] == 120
+    assert "epoch 5" in history.summary()
+
+
+def test_fit_is_repeatable_with_the_same_seed():
+    results = []
+    for _ in range(2):
+        seed_everything(1)
+        train, _ = _loaders()
+        results.append(fit(_model(), train, epochs=2, device="cpu", progress=False).train_loss)
+    assert results[0] == results[1]
+
+
+def test_time_budget_stops_training_early():
+    train, _ = _loaders()
+    history = fit(_model(), train, epochs=1000, device="cpu", time_budget=0.05, progress=False)
+    assert len(history) < 1000
+    assert "time budget of 0.05 s" in history.stopped
+
+
+def test_evaluate_restores_training_mode_and_handles_non_class_outputs():
+    model = _model().train()
+    loader = [(torch.rand(4, 1, 8, 8), torch.randint(0, 10, (4,)))]
+    evaluate(model, loader, device="cpu")
+    assert model.training
+    regression = nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
+    out = evaluate(regression, [(torch.rand(4, 1, 8, 8), torch.rand(4, 1))], loss_fn=nn.MSELoss())
+    assert math.isnan(out["accuracy"]) and out["loss"] > 0
+
+
+def test_pixel_accuracy_for_segmentation_outputs():
+    model = nn.Conv2d(3, 2, 1)
+    loader = [(torch.rand(2, 3, 5, 5), torch.randint(0, 2, (2, 5, 5)))]
+    out = evaluate(model, loader, device="cpu")
+    assert 0.0 <= out["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "epochs must be a positive int"),
+    ({"epochs": 1, "time_budget": 0}, "time_budget"),
+])
+def test_fit_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(_model(), [], progress=False, **kwargs)
+
+
+def test_bad_batches_and_empty_loaders_are_explained():
+    with pytest.raises(ValueError, match=r"a batch must be \(inputs, targets"):
+        fit(_model(), [torch.rand(2, 1, 8, 8)], epochs=1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="yielded no batches"):
+        fit(_model(), [], epochs=1, device="cpu", progress=False)
