@@ -7,6 +7,7 @@
 #   make check a0            run its visible checks there (nbgrader validate)
 #   make release             regenerate assignments/ from solutions/ (instructors)
 #   make student-bundle      build dist/student-bundle.zip for a graded class (no solutions)
+#   make grade a0            grade submitted/ (or SUBMISSIONS=zip/folder): sandboxed, parallel, CSV
 #   make test-heavy          the slow tier: default-mode notebooks and other long checks
 #   make strip               remove outputs from stored notebooks (they are source)
 
@@ -18,10 +19,10 @@ STAMP  := $(VENV)/.course-installed
 JOBS   ?= auto
 
 .DEFAULT_GOAL := help
-.PHONY: help env lab test test-heavy start check release student-bundle strip bench
+.PHONY: help env lab test test-heavy start check grade release student-bundle strip bench
 
-# `make start a1` / `make check a1`: the second word is the assignment, not a target.
-ifneq ($(filter start check,$(firstword $(MAKECMDGOALS))),)
+# `make start a1` / `make check a1` / `make grade a1`: the second word is the assignment, not a target.
+ifneq ($(filter start check grade,$(firstword $(MAKECMDGOALS))),)
   ID ?= $(word 2,$(MAKECMDGOALS))
   ifneq ($(ID),)
     $(eval $(ID):;@:)
@@ -29,7 +30,7 @@ ifneq ($(filter start check,$(firstword $(MAKECMDGOALS))),)
 endif
 
 help:
-	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------------------
 # The environment: created once, reused, rebuilt when broken or out of date.
@@ -88,6 +89,11 @@ release: env
 
 student-bundle: env
 	"$(PY)" -m course_utils.assignments bundle
+
+# SUBMISSIONS: nbgrader's submitted/ (default), or an LMS zip or folder; GRADE_ARGS: e.g. --feedback
+SUBMISSIONS ?= submitted
+grade: env
+	"$(PY)" -m course_utils.grading $(ID) $(SUBMISSIONS) $(GRADE_ARGS)
 
 strip: env
 	"$(PY)" -m jupyter nbconvert --clear-output --inplace --log-level=WARN \

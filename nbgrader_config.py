@@ -15,3 +15,10 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # Test cells call course_utils checks that raise with a clear message; keep nbgrader's
 # default per-cell timeout generous enough for training cells in fast mode.
 c.ExecutePreprocessor.timeout = 300
+
+# Feedback must not reveal the hidden tests (nbgrader issue #917): strip them from the
+# autograded notebook before it is turned into the student's feedback page.
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [ClearHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]

@@ -15,12 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
@@ -67,7 +70,12 @@ def run_notebook(path: str | Path, *, fast: bool = True, timeout: int = 600, out
     kernel_env["COURSE_FAST"] = "1" if fast else "0"
     kernel_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     kernel_env.update(env or {})
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+    # Kernel and client talk over Unix sockets in a private folder, not TCP ports: kernels started
+    # at the same moment (tests in parallel) can then never pick the same port and talk to each
+    # other's client, a race that hangs or mixes up notebooks.
+    sockets = tempfile.mkdtemp(prefix="course-kernel-")
+    km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(sockets, "kernel"))
+    client = NotebookClient(nb, km=km, timeout=timeout, startup_timeout=120,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
     try:
         client.execute(env=kernel_env)
@@ -79,6 +87,7 @@ def run_notebook(path: str | Path, *, fast: bool = True, timeout: int = 600, out
             trace = f"{type(err).__name__}: {err}"
         raise NotebookError(path, cell, source, trace.strip()[-4000:]) from None
     finally:
+        shutil.rmtree(sockets, ignore_errors=True)
         if output is not None:
             nbformat.write(nb, output)
     return nb

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,35 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
     return attempts
+
+
+@pytest.fixture
+def make_submission(tmp_path):
+    """make_submission(answers, name=...) -> a copy of an assignment's release with cells replaced.
+
+    answers: {grade_id: new source}; a grade_id of a test cell edits the test cell (tampering).
+    after:   {grade_id: source of a new code cell inserted right after that cell}.
+    """
+    import nbformat
+
+    from course_utils.grading import COURSE_ROOT
+
+    def make(answers: dict[str, str], assignment: str = "a0_warmup", name: str = "student",
+             after: dict[str, str] | None = None) -> Path:
+        nb = nbformat.read(COURSE_ROOT / "assignments" / assignment / f"{assignment}.ipynb", as_version=4)
+        cells = []
+        for cell in nb.cells:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id in answers:
+                cell.source = answers[grade_id]
+            cells.append(cell)
+            if grade_id in (after or {}):  # a student's own extra cell right after this one
+                cells.append(nbformat.v4.new_code_cell(after[grade_id]))
+        nb.cells = cells
+        folder = tmp_path / "submissions" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{assignment}.ipynb"
+        nbformat.write(nb, path)
+        return path
+
+    return make

@@ -129,3 +129,43 @@ def test_every_wrong_variant_fails_at_least_one_check():
             except CheckFailure:
                 failures += 1
         assert failures, f"{wrong.__name__} passed every visible check"
+
+
+def calls_pytorch(i, k, s=1, p=0, d=1):
+    """Correct numbers, but by running PyTorch's convolution: not an answer."""
+    import torch
+    import torch.nn.functional as F
+    x, w = torch.empty(1, 1, i + 2 * p, i + 2 * p, device="meta"), torch.empty(1, 1, k, k, device="meta")
+    return F.conv2d(x, w, stride=s, dilation=d).shape[-1]
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_pytorch_convolution_is_unavailable_inside_the_check(check):
+    with pytest.raises(CheckFailure, match=r"torch.nn.functional.conv2d cannot be used in this answer"):
+        check(calls_pytorch)
+    # ... and is back afterwards, for the student's other cells and for the check's own references.
+    assert calls_pytorch(7, 3, s=3) == 2
+
+
+# --- the same, through the protocol's direct-call helper (what every unit's tests use) -------------
+from course_utils.grading.protocol import run_checks  # noqa: E402
+
+KEPT_WRONG = [no_dilation, ceil_not_floor, padding_one_side, returns_float, never_raises, raises_on_remainder,
+              not_implemented, calls_pytorch]
+
+
+@pytest.mark.parametrize("answer", CORRECT)
+def test_correct_variants_get_every_autograded_cell(answer):
+    results = run_checks("a0_warmup", {"conv_output_size": answer})
+    assert all(r.passed for r in results.values()), {g: r.failure for g, r in results.items()}
+
+
+def test_every_autograded_cell_fails_for_some_kept_wrong_variant():
+    failing = {grade_id: [] for grade_id in run_checks("a0_warmup", {"conv_output_size": by_counting})}
+    for wrong in KEPT_WRONG:
+        results = run_checks("a0_warmup", {"conv_output_size": wrong})
+        assert not all(r.passed for r in results.values()), f"{wrong.__name__} got full marks"
+        for grade_id, result in results.items():
+            if not result.passed:
+                failing[grade_id].append(wrong.__name__)
+    assert all(failing.values()), f"cells no wrong variant fails: {[g for g, w in failing.items() if not w]}"

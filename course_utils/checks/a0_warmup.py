@@ -12,9 +12,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from . import expect_equal, expect_raises, grading_seed, passed
+from . import check, expect_equal, expect_raises, grading_seed, passed
 
 __all__ = ["check_conv_output_size", "check_conv_output_size_errors"]
+
+# While the student's function runs, PyTorch's convolutions are unavailable: computing the
+# size by running one (even on shape-only "meta" tensors) would not be an answer.
+FORBID = ("torch.nn.functional.conv1d", "torch.nn.functional.conv2d", "torch.nn.functional.conv3d",
+          "torch.conv1d", "torch.conv2d", "torch.conv3d")
 
 # (i, k, s, p, d): the worked examples of lecture 01 and a few edge cases.
 VISIBLE_CASES = [
@@ -55,6 +60,7 @@ def _hidden_cases(count: int = 40) -> list[tuple[int, int, int, int, int]]:
     return cases
 
 
+@check(forbid=FORBID)
 def check_conv_output_size(conv_output_size: Callable[..., int], hidden: bool = False) -> None:
     """The output size matches PyTorch's on the worked examples (or the hidden cases)."""
     cases = _hidden_cases() if hidden else VISIBLE_CASES
@@ -63,6 +69,7 @@ def check_conv_output_size(conv_output_size: Callable[..., int], hidden: bool = 
     passed("conv_output_size" + (" (hidden cases)" if hidden else ""), len(cases))
 
 
+@check(forbid=FORBID)
 def check_conv_output_size_errors(conv_output_size: Callable[..., int], hidden: bool = False) -> None:
     """Impossible settings raise ValueError; possible ones (even with a remainder) do not."""
     errors = list(VISIBLE_ERRORS)

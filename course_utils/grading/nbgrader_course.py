@@ -25,7 +25,7 @@ from pathlib import Path
 __all__ = ["CellScore", "TempCourse", "release_differences", "assignment_ids", "nbgrader_env", "run_nbgrader",
            "COURSE_ROOT"]
 
-COURSE_ROOT = Path(__file__).resolve().parent.parent
+COURSE_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,134 @@
+"""Official grades into nbgrader's gradebook, from the trusted results.
+
+nbgrader's ``autograde`` runs a notebook in a kernel (its ``Execute``
+preprocessor) and scores each test cell by its outputs. Here that one step is
+replaced by :class:`TrustedResults`, which writes the outputs the trusted
+grader computed (a passing check's ✓ lines, or an error with the feedback) into
+the test cells; nbgrader's own steps do the rest: restoring locked and test
+cells, scoring, late penalties, the gradebook. So formgrader, manual grading,
+``generate_feedback`` and ``export`` work exactly as with stock nbgrader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import nbformat
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                    NbGraderPreprocessor, SaveAutoGrades)
+from traitlets import Unicode
+
+__all__ = ["TrustedResults", "file_digest", "result_path", "record_grades"]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def result_path(results_dir: Path, assignment: str, student: str, notebook: str) -> Path:
+    return Path(results_dir) / assignment / student / f"{notebook}.json"
+
+
+def _stream(text: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("stream", name="stdout", text=text)
+
+
+def _error(name: str, message: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output("error", ename=name, evalue=message, traceback=[f"{name}: {message}"])
+
+
+class TrustedResults(NbGraderPreprocessor):
+    """Fills a notebook's outputs from the trusted grader's result file (in place of executing it)."""
+
+    results_dir = Unicode("", help="folder of the trusted grader's results").tag(config=True)
+    source_dir = Unicode("", help="the course's source folder, to restore deleted test cells").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        info = resources["nbgrader"]
+        student, assignment, notebook = info["student"], info["assignment"], info["notebook"]
+        path = result_path(Path(self.results_dir), assignment, student, notebook)
+        if not path.is_file():
+            raise RuntimeError(f"no trusted result for {student}/{assignment}/{notebook}: expected {path}; "
+                               f"run the course's grading command")
+        result = json.loads(path.read_text(encoding="utf-8"))
+        tests, runs = result["tests"], {run["index"]: run for run in result["runs"]}
+        present = set()
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if grade_id in tests:
+                present.add(grade_id)
+                cell.outputs = self._test_outputs(tests[grade_id])
+            elif index in runs:
+                run = runs[index]
+                cell.outputs = [_stream(run["stdout"])] if run.get("stdout") else []
+                if run.get("error"):
+                    cell.outputs.append(_error(run["error"]["ename"], run["error"]["evalue"]))
+        missing = [g for g in tests if g not in present]
+        if missing:  # a deleted test cell is put back, so the gradebook scores it
+            source = nbformat.read(Path(self.source_dir) / assignment / f"{notebook}.ipynb", as_version=4)
+            for cell in source.cells:
+                if cell.metadata.get("nbgrader", {}).get("grade_id") in missing:
+                    cell.outputs = self._test_outputs(tests[cell.metadata["nbgrader"]["grade_id"]])
+                    nb.cells.append(cell)
+        return nb, resources
+
+    @staticmethod
+    def _test_outputs(test: dict) -> list:
+        outputs = [_stream(test["output"])] if test.get("output") else []
+        if not test["passed"]:
+            outputs.append(_error(test.get("error_name") or "CheckFailure", test.get("feedback") or "failed"))
+        return outputs
+
+
+PREPROCESSORS = [TrustedResults, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+                 AssignLatePenalties, CheckCellMetadata]
+
+
+def _api(root: Path, results_dir: Path):
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = Config()
+    if (root / "nbgrader_config.py").is_file():
+        config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config())
+    config.CourseDirectory.root = str(root)
+    config.Autograde.autograde_preprocessors = PREPROCESSORS
+    config.TrustedResults.results_dir = str(results_dir)
+    config.TrustedResults.source_dir = str(root / config.CourseDirectory.get("source_directory", "source"))
+    coursedir = CourseDirectory(config=config)
+    return NbGraderAPI(coursedir=coursedir, config=config)
+
+
+def record_grades(root: Path, assignment: str, students: list[str], results_dir: Path) -> dict[str, str]:
+    """Run nbgrader's autograde (with :class:`TrustedResults`) for ``students``; errors by student."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    import warnings
+
+    warnings.filterwarnings("ignore", module="nbgrader")  # SQLAlchemy autoflush chatter from nbgrader's api
+    warnings.filterwarnings("ignore", message=".*not in session.*")
+    api = _api(root, results_dir)
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
+        try:
+            gradebook.find_assignment(assignment)
+            known = True
+        except MissingEntry:
+            known = False
+    if not known:  # nbgrader learns the graded cells only from generate_assignment with its database
+        outcome = api.generate_assignment(assignment, force=True, create=True)
+        if not outcome["success"]:
+            raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{outcome.get('error')}")
+    errors = {}
+    for student in students:
+        outcome = api.autograde(assignment, student, force=True, create=True)
+        if not outcome["success"]:
+            errors[student] = (outcome.get("error") or outcome.get("log") or "failed")[-2000:]
+    return errors

@@ -1,0 +1,218 @@
+"""The checking protocol: what a test cell may contain, and how its checks are run.
+
+A graded test cell holds only calls of the assignment's checks, one per line::
+
+    checks.check_conv_output_size(conv_output_size)
+    ### BEGIN HIDDEN TESTS
+    checks.check_conv_output_size(conv_output_size, hidden=True)
+    ### END HIDDEN TESTS
+
+Positional arguments name the notebook's functions under test; keyword
+arguments are literals. Because a cell is data of this shape, a grader never
+has to run the cell's code where the student's code lives: it reads the calls
+from the instructor's own (source) notebook, resolves each name to something
+that calls the student's function, and runs the check itself. The same parser
+and runner serve three callers:
+
+* :func:`run_checks`: calls the checks directly on Python functions, in
+  milliseconds (the tests prove correct variants pass and wrong ones fail);
+* ``course_utils.grading.session``: the official grader, whose names resolve
+  to proxies into the sandboxed worker;
+* the student's kernel, which simply executes the cell.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib
+import io
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import nbformat
+
+from ..checks import CheckFailure
+from .nbgrader_course import COURSE_ROOT
+
+__all__ = ["CheckCall", "GradedCell", "CellResult", "ProtocolError", "StudentGone", "parse_test_cell", "graded_cells",
+           "checks_module", "run_test_cell", "run_checks", "source_notebook"]
+
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+class ProtocolError(ValueError):
+    """A test cell does not follow the protocol (a problem in the assignment, not in a submission)."""
+
+
+class StudentGone(BaseException):
+    """The student's process died or ran out of time while a check was calling it.
+
+    A BaseException, so that checks, which catch the student's ordinary errors,
+    let it through to the grader.
+    """
+
+
+@dataclass(frozen=True)
+class CheckCall:
+    check: str                      # a function of the assignment's checks module
+    functions: tuple[str, ...]      # names of the notebook's functions, passed positionally
+    options: Mapping[str, Any]      # literal keyword arguments
+    hidden: bool                    # between the hidden-test markers (or hidden=True)
+    line: int
+
+
+@dataclass(frozen=True)
+class GradedCell:
+    grade_id: str
+    points: float
+    calls: tuple[CheckCall, ...]
+    index: int                      # position in the source notebook
+
+
+@dataclass
+class CellResult:
+    """The outcome of one graded test cell."""
+
+    grade_id: str
+    passed: bool
+    output: str = ""                # what the checks printed (the ✓ lines)
+    failure: str | None = None      # the full message of the first failing call (for the instructor)
+    feedback: str | None = None     # what the student may see (hidden inputs are not revealed)
+    error_name: str | None = None   # CheckFailure, ForbiddenReference, StudentGone, ...
+    hidden_failed: bool = False
+    flags: list[str] = field(default_factory=list)
+
+
+def parse_test_cell(source: str, grade_id: str = "?") -> list[CheckCall]:
+    """The check calls of a test cell, in order; :class:`ProtocolError` for anything else."""
+    hidden_lines: set[int] = set()
+    inside = False
+    for number, line in enumerate(source.splitlines(), start=1):
+        marker = line.strip()
+        if marker == HIDDEN_BEGIN:
+            inside = True
+        elif marker == HIDDEN_END:
+            inside = False
+        elif inside:
+            hidden_lines.add(number)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise ProtocolError(f"test cell {grade_id!r} is not valid Python: {err}") from None
+    expected = "expected only lines like checks.check_name(function_name, option=literal)"
+    calls = []
+    for node in tree.body:
+        call = node.value if isinstance(node, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name) and call.func.value.id == "checks"):
+            raise ProtocolError(f"test cell {grade_id!r}, line {node.lineno}: {expected}, "
+                                f"got {ast.unparse(node)[:80]!r}")
+        if not all(isinstance(arg, ast.Name) for arg in call.args):
+            raise ProtocolError(f"test cell {grade_id!r}, line {node.lineno}: positional arguments must be "
+                                f"names of the notebook's functions; {expected}")
+        options = {}
+        for keyword in call.keywords:
+            if keyword.arg is None:
+                raise ProtocolError(f"test cell {grade_id!r}, line {node.lineno}: no **options; {expected}")
+            try:
+                options[keyword.arg] = ast.literal_eval(keyword.value)
+            except (ValueError, TypeError):
+                raise ProtocolError(f"test cell {grade_id!r}, line {node.lineno}: option {keyword.arg}= must be "
+                                    f"a literal") from None
+        calls.append(CheckCall(call.func.attr, tuple(a.id for a in call.args), options,
+                               node.lineno in hidden_lines or bool(options.get("hidden")), node.lineno))
+    if not calls:
+        raise ProtocolError(f"test cell {grade_id!r} calls no checks; {expected}")
+    return calls
+
+
+def source_notebook(assignment: str, root: Path = COURSE_ROOT) -> Path:
+    """The instructor's notebook of an assignment: ``solutions/<id>/<id>.ipynb``."""
+    path = root / "solutions" / assignment / f"{assignment}.ipynb"
+    if not path.is_file():
+        known = sorted(p.name for p in (root / "solutions").glob("*") if p.is_dir())
+        raise ValueError(f"no assignment {assignment!r}: expected {path}; known: {known}")
+    return path
+
+
+def graded_cells(notebook: nbformat.NotebookNode | Path) -> list[GradedCell]:
+    """The autograded test cells of a notebook (nbgrader ``grade`` and not ``solution``), parsed."""
+    nb = nbformat.read(notebook, as_version=4) if isinstance(notebook, Path) else notebook
+    cells = []
+    for index, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            grade_id = meta["grade_id"]
+            calls = tuple(parse_test_cell(cell.source, grade_id))
+            cells.append(GradedCell(grade_id, float(meta.get("points", 0)), calls, index))
+    return cells
+
+
+def checks_module(assignment: str) -> ModuleType:
+    """``course_utils.checks.<assignment>``: the checks every test cell of the assignment calls."""
+    try:
+        return importlib.import_module(f"course_utils.checks.{assignment}")
+    except ModuleNotFoundError as err:
+        raise ValueError(f"no checks for assignment {assignment!r}: expected a module "
+                         f"course_utils/checks/{assignment}.py ({err})") from None
+
+
+def _hidden_feedback(call: CheckCall) -> str:
+    return (f"A hidden check failed ({call.check}, on inputs that are not shown). Your code passes or fails "
+            f"the visible checks above; make it correct in general, not only for the examples.")
+
+
+def run_test_cell(cell: GradedCell, module: ModuleType, resolve: Callable[[str], Any],
+                  hidden: bool = True) -> CellResult:
+    """Run a test cell's checks with ``resolve(name)`` standing for the notebook's functions.
+
+    The cell passes when every call returns; the first failing call decides the
+    message. ``hidden=False`` skips the hidden calls (what a student runs).
+    """
+    printed = io.StringIO()
+    for call in cell.calls:
+        if call.hidden and not hidden:
+            continue
+        body = getattr(module, call.check, None)
+        if not callable(body):
+            raise ProtocolError(f"test cell {cell.grade_id!r} calls checks.{call.check}, which "
+                                f"{module.__name__} does not define")
+        try:
+            with contextlib.redirect_stdout(printed):
+                body(*(resolve(name) for name in call.functions), **call.options)
+        except StudentGone as gone:
+            message = f"your code stopped the grader's worker: {gone}"
+            return CellResult(cell.grade_id, False, printed.getvalue(), message, message, "StudentGone",
+                              call.hidden)
+        except Exception as err:  # CheckFailure, or the student's error escaping the check
+            name = type(err).__name__
+            message = str(err) if isinstance(err, CheckFailure) else f"{name}: {err}"
+            feedback = _hidden_feedback(call) if call.hidden else message
+            return CellResult(cell.grade_id, False, printed.getvalue(), message, feedback, name, call.hidden)
+    return CellResult(cell.grade_id, True, printed.getvalue())
+
+
+def _missing(name: str) -> Callable[..., Any]:
+    def missing(*args: Any, **kwargs: Any) -> Any:
+        raise NameError(f"{name} is not defined: did the cell that defines it run without errors?")
+
+    missing.__name__ = name
+    return missing
+
+
+def run_checks(assignment: str, namespace: Mapping[str, Any] | ModuleType, *, hidden: bool = True,
+               root: Path = COURSE_ROOT) -> dict[str, CellResult]:
+    """Every test cell of ``assignment`` run directly on Python functions (no notebook, no kernel).
+
+    namespace: the functions under test by name, e.g. ``{"conv_output_size": my_version}``
+    or a module. Returns {grade_id: CellResult}, in notebook order.
+    """
+    names = vars(namespace) if isinstance(namespace, ModuleType) else namespace
+    cells = graded_cells(source_notebook(assignment, root))
+    module = checks_module(assignment)
+    return {cell.grade_id: run_test_cell(cell, module, lambda n: names.get(n) or _missing(n), hidden)
+            for cell in cells}

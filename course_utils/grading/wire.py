@@ -1,0 +1,161 @@
+"""Plain data across the boundary between the trusted grader and a student's sandboxed worker.
+
+Only data crosses, never code or live objects: ``None``, ``bool``, ``int``,
+``float``, ``complex`` is refused, ``str``, ``bytes``, ``list``, ``tuple``,
+``dict`` (str or int keys), NumPy arrays and scalars, and torch tensors (sent
+as arrays and rebuilt as tensors). Each value is a tagged JSON object; the
+decoder rebuilds it with the receiving process's own, untouched NumPy and torch
+and rejects anything else, so a student's object cannot run code in the
+grader. Messages are framed with an 8-byte length.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from typing import Any, BinaryIO
+
+import numpy as np
+
+__all__ = ["WireError", "encode", "decode", "send", "receive", "MAX_MESSAGE_BYTES"]
+
+MAX_MESSAGE_BYTES = 512 * 2**20
+MAX_DEPTH = 32
+DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
+          "float64"}
+TORCH_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "float16", "bfloat16", "float32", "float64"}
+
+
+class WireError(ValueError):
+    """A value cannot be sent, or a received message is not valid."""
+
+
+def _array(kind: str, array: np.ndarray, extra: dict | None = None) -> dict:
+    array = np.asarray(array, order="C")  # (ascontiguousarray would turn a 0-d array into 1-d)
+    if array.dtype.name not in DTYPES:
+        raise WireError(f"cannot send an array of dtype {array.dtype}: expected one of {sorted(DTYPES)}")
+    return {"t": kind, "dtype": array.dtype.name, "shape": list(array.shape),
+            "data": base64.b64encode(array.tobytes()).decode("ascii"), **(extra or {})}
+
+
+def encode(value: Any, depth: int = 0) -> Any:
+    """A JSON-able, tagged description of ``value`` (raises :class:`WireError` for other types)."""
+    if depth > MAX_DEPTH:
+        raise WireError(f"value nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.generic):  # before int/float: np.float64 is a float subclass
+        return _array("npscalar", np.asarray(value))
+    if isinstance(value, int):
+        return {"t": "int", "v": str(int(value))}  # any size, exact
+    if isinstance(value, float):
+        return {"t": "float", "v": repr(float(value))}  # nan and inf included
+    if isinstance(value, bytes):
+        return {"t": "bytes", "data": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, (list, tuple)):
+        return {"t": type(value).__name__ if type(value) in (list, tuple) else "list",
+                "v": [encode(item, depth + 1) for item in value]}
+    if isinstance(value, dict):
+        if not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in value):
+            raise WireError("cannot send a dict whose keys are not all str or int")
+        return {"t": "dict", "v": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    if isinstance(value, np.ndarray):
+        return _array("ndarray", value)
+    torch = _torch()
+    if torch is not None and isinstance(value, torch.Tensor):
+        tensor = value.detach().to("cpu")
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        if dtype not in TORCH_DTYPES:
+            raise WireError(f"cannot send a tensor of dtype {tensor.dtype}: expected a real or bool dtype")
+        if dtype == "bfloat16":
+            tensor = tensor.float()
+        return _array("tensor", tensor.contiguous().numpy(), {"torch_dtype": dtype})
+    raise WireError(f"cannot send a value of type {type(value).__name__}: expected numbers, strings, lists, "
+                    f"tuples, dicts, NumPy arrays or tensors")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - the course always has torch
+        return None
+    return torch
+
+
+def _decode_array(item: dict) -> np.ndarray:
+    dtype, shape = item.get("dtype"), item.get("shape")
+    if dtype not in DTYPES or not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise WireError(f"invalid array description (dtype {dtype!r}, shape {shape!r})")
+    raw = base64.b64decode(item.get("data", ""), validate=True)
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(raw) != count * np.dtype(dtype).itemsize:
+        raise WireError(f"array data has {len(raw)} bytes, expected {count * np.dtype(dtype).itemsize}")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+
+def decode(item: Any, depth: int = 0) -> Any:
+    """Rebuild a value from :func:`encode`'s description, rejecting anything unexpected."""
+    if depth > MAX_DEPTH:
+        raise WireError(f"value nested deeper than {MAX_DEPTH} levels")
+    if item is None or isinstance(item, (bool, str)):
+        return item
+    if not isinstance(item, dict) or not isinstance(item.get("t"), str):
+        raise WireError(f"invalid value description: {str(item)[:80]!r}")
+    kind = item["t"]
+    try:
+        if kind == "int":
+            return int(item["v"])
+        if kind == "float":
+            return float(item["v"])
+        if kind == "bytes":
+            return base64.b64decode(item["data"], validate=True)
+        if kind in ("list", "tuple"):
+            items = [decode(x, depth + 1) for x in item["v"]]
+            return items if kind == "list" else tuple(items)
+        if kind == "dict":
+            return {decode(k, depth + 1): decode(v, depth + 1) for k, v in item["v"]}
+        if kind == "ndarray":
+            return _decode_array(item)
+        if kind == "npscalar":
+            return _decode_array(item)[()]
+        if kind == "tensor":
+            torch = _torch()
+            dtype = item.get("torch_dtype")
+            if dtype not in TORCH_DTYPES:
+                raise WireError(f"invalid tensor dtype {dtype!r}")
+            return torch.from_numpy(_decode_array(item)).to(getattr(torch, dtype))
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, WireError):
+            raise
+        raise WireError(f"invalid {kind!r} description: {err}") from None
+    raise WireError(f"unknown value tag {kind!r}")
+
+
+def send(stream: BinaryIO, message: dict) -> None:
+    """Write one message (a JSON object) with its length in front."""
+    body = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {len(body)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+    stream.write(struct.pack(">Q", len(body)) + body)
+    stream.flush()
+
+
+def receive(stream: BinaryIO) -> dict:
+    """Read one message; raises EOFError when the other side has closed, WireError when it is invalid."""
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError("the other side closed the channel")
+    (size,) = struct.unpack(">Q", head)
+    if size > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {size} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+    body = stream.read(size)
+    if len(body) < size:
+        raise EOFError("the other side closed the channel in the middle of a message")
+    try:
+        message = json.loads(body)
+    except ValueError as err:
+        raise WireError(f"message is not JSON: {err}") from None
+    if not isinstance(message, dict):
+        raise WireError("message is not a JSON object")
+    return message

@@ -1,0 +1,144 @@
+"""The student's side of trusted grading: runs their cells and answers calls, inside the sandbox.
+
+Started by :class:`course_utils.grading.session.Worker` as
+``python -I -m course_utils.grading.worker``. Messages (``wire`` framing) come
+on stdin; answers go out on the original stdout, which this process keeps for
+itself before pointing file descriptors 1 and 2 at a log file, so nothing the
+student prints can be mistaken for an answer.
+
+Requests and answers:
+
+* ``{"op": "exec", "source": str}`` -> ``{"ok": bool, "error": {...} | None, "stdout": str}``:
+  run one cell (IPython syntax, magics included) in the notebook's namespace.
+* ``{"op": "call", "name": str, "args": [...], "kwargs": {...}, "forbid": [...]}`` ->
+  ``{"value": ...}`` or ``{"raised": {"type", "builtin", "message"}}`` or ``{"missing": str}``:
+  call one of the notebook's functions with plain data, the forbidden references blocked.
+
+Nothing here is trusted: the grader checks every value it gets back.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+from .wire import WireError, decode, encode, receive, send
+
+STDOUT_LIMIT = 20_000  # characters of a cell's printed output kept for the report
+
+
+class _Bounded(io.TextIOBase):
+    """A text sink that keeps the first ``limit`` characters and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = []
+        self.size, self.limit = 0, limit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.size < self.limit:
+            self.parts.append(text[: self.limit - self.size])
+        self.size += len(text)
+        return len(text)
+
+    def text(self) -> str:
+        kept = "".join(self.parts)
+        return kept + (f"\n... [{self.size - self.limit} more characters]" if self.size > self.limit else "")
+
+
+def _builtin_base(err: BaseException) -> str:
+    """The first built-in exception class of ``err``'s type (``ValueError`` for a ``ValueError`` subclass)."""
+    for cls in type(err).__mro__:
+        if cls.__module__ == "builtins" and isinstance(getattr(builtins, cls.__name__, None), type):
+            return cls.__name__
+    return "Exception"
+
+
+class Worker:
+    def __init__(self) -> None:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        self.shell = InteractiveShell.instance()
+        self.shell.colors = "NoColor"
+        self.namespace = self.shell.user_ns
+
+    def execute(self, source: str) -> dict:
+        sink = _Bounded(STDOUT_LIMIT)
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            result = self.shell.run_cell(source, store_history=False)
+        error = result.error_before_exec or result.error_in_exec
+        described = None
+        if error is not None:
+            described = {"ename": type(error).__name__, "evalue": str(error)[:2000],
+                         "traceback": "".join(traceback.format_exception(error))[-8000:]}
+        return {"ok": error is None, "error": described, "stdout": sink.text()}
+
+    def call(self, name: str, args: list, kwargs: dict, forbid: list[str]) -> dict:
+        from course_utils.checks import blocked
+
+        fn = self.namespace.get(name)
+        if fn is None:
+            return {"missing": f"{name} is not defined: did the cell that defines it run without errors?"}
+        if not callable(fn):
+            return {"missing": f"{name} is a {type(fn).__name__}, not a function"}
+        sink = _Bounded(STDOUT_LIMIT)
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), blocked(forbid):
+                value = fn(*args, **kwargs)
+        except Exception as err:  # the student's error is an answer, reported as such
+            return {"raised": {"type": type(err).__name__, "builtin": _builtin_base(err),
+                               "message": str(err)[:2000]}}
+        try:
+            return {"value": encode(value)}
+        except WireError as err:
+            return {"raised": {"type": "TypeError", "builtin": "TypeError",
+                               "message": f"{name} returned something the grader cannot read: {err}"}}
+
+
+def main() -> int:
+    # Keep the real stdout for answers; the student's prints go to a log file instead.
+    channel_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    channel_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    log = os.open(os.environ.get("COURSE_WORKER_LOG", "worker-output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0), write_through=True)
+    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", buffering=0), write_through=True)
+    if hasattr(signal, "SIGXFSZ"):  # over the file-size limit: writes fail instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    worker = Worker()
+    send(channel_out, {"ready": True, "pid": os.getpid()})
+    while True:
+        try:
+            request = receive(channel_in)
+        except EOFError:
+            return 0
+        op = request.get("op")
+        try:
+            if op == "exec":
+                answer = worker.execute(str(request["source"]))
+            elif op == "call":
+                answer = worker.call(str(request["name"]), decode(request["args"]), decode(request["kwargs"]),
+                                     [str(n) for n in request.get("forbid", [])])
+            elif op == "bye":
+                return 0
+            else:
+                answer = {"protocol_error": f"unknown op {op!r}"}
+        except (WireError, KeyError) as err:
+            answer = {"protocol_error": f"{type(err).__name__}: {err}"}
+        send(channel_out, {"id": request.get("id"), **answer})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

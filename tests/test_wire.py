@@ -1,0 +1,104 @@
+"""Plain data across the grading boundary: what goes in comes out, anything else is refused."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils.grading.wire import WireError, decode, encode, receive, send
+
+
+def roundtrip(value):
+    return decode(json.loads(json.dumps(encode(value))))
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -7, 2**80, 1.5, "text ✓", b"\x00\xff",
+    [1, [2, (3, 4)]], (1, "a"), {"a": 1, 2: [3.0]}, {},
+])
+def test_python_values_come_back_equal_and_of_the_same_type(value):
+    back = roundtrip(value)
+    assert back == value and type(back) is type(value)
+
+
+def test_floats_keep_nan_and_infinity():
+    back = roundtrip([math.nan, math.inf, -math.inf, -0.0])
+    assert math.isnan(back[0]) and back[1:3] == [math.inf, -math.inf] and math.copysign(1, back[3]) == -1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "uint8", "bool"])
+def test_arrays_keep_dtype_shape_and_values(dtype):
+    array = (np.arange(24).reshape(2, 3, 4) % 5).astype(dtype)
+    back = roundtrip(array[:, ::2])  # non-contiguous input
+    assert isinstance(back, np.ndarray) and back.dtype == dtype and np.array_equal(back, array[:, ::2])
+
+
+def test_numpy_scalars_stay_numpy_scalars():
+    for scalar in (np.int64(3), np.float32(0.5), np.bool_(True)):
+        back = roundtrip(scalar)
+        assert type(back) is type(scalar) and back == scalar
+    assert not isinstance(roundtrip(np.int64(3)), int)  # a check that wants an int must see the difference
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64, torch.bool, torch.float16])
+def test_tensors_come_back_as_tensors(dtype):
+    tensor = torch.arange(6).reshape(2, 3).to(dtype)
+    back = roundtrip(tensor.t())
+    assert isinstance(back, torch.Tensor) and back.dtype == dtype and torch.equal(back, tensor.t())
+
+
+def test_a_tensor_that_requires_grad_is_sent_as_data():
+    back = roundtrip(torch.ones(2, requires_grad=True) * 2)
+    assert not back.requires_grad and back.tolist() == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("value, message", [
+    (object(), "cannot send a value of type object"),
+    (lambda: 1, "cannot send a value of type function"),
+    ({(1, 2): 3}, "keys are not all str or int"),
+    (np.array([1 + 2j]), "dtype complex128"),
+    (np.array(["a"]), "dtype <U1"),
+    (torch.ones(1, dtype=torch.complex64), "real or bool dtype"),
+])
+def test_other_values_are_refused_with_what_is_expected(value, message):
+    with pytest.raises(WireError, match=message):
+        encode(value)
+
+
+def test_deep_nesting_is_refused():
+    value = []
+    for _ in range(40):
+        value = [value]
+    with pytest.raises(WireError, match="deeper than"):
+        encode(value)
+
+
+@pytest.mark.parametrize("item, message", [
+    ({"t": "pickle", "data": ""}, "unknown value tag"),
+    ({"t": "ndarray", "dtype": "object", "shape": [1], "data": ""}, "invalid array description"),
+    ({"t": "ndarray", "dtype": "float32", "shape": [4], "data": "AAAA"}, "expected 16"),
+    ({"t": "tensor", "dtype": "float32", "shape": [0], "data": "", "torch_dtype": "complex64"}, "invalid tensor"),
+    ({"t": "int", "v": "1e9"}, "invalid 'int'"),
+    ({"not": "tagged"}, "invalid value description"),
+    (3, "invalid value description"),
+])
+def test_malformed_descriptions_are_rejected(item, message):
+    with pytest.raises(WireError, match=message):
+        decode(item)
+
+
+def test_framing_round_trip_and_eof(tmp_path):
+    path = tmp_path / "channel"
+    with open(path, "wb") as f:
+        send(f, {"id": 1, "value": encode([1, 2])})
+        send(f, {"id": 2})
+    with open(path, "rb") as f:
+        assert decode(receive(f)["value"]) == [1, 2]
+        assert receive(f) == {"id": 2}
+        with pytest.raises(EOFError):
+            receive(f)
+    path.write_bytes(b"\x00\x00\x00\x00\x00\x00\x00\x05nope!")
+    with open(path, "rb") as f, pytest.raises(WireError, match="not JSON"):
+        receive(f)
