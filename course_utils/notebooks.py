@@ -68,7 +68,8 @@ def run_notebook(path: str | Path, *, fast: bool = True, timeout: int = 600, out
     nb = nbformat.read(path, as_version=4)
     kernel_env = dict(os.environ)
     kernel_env["COURSE_FAST"] = "1" if fast else "0"
-    kernel_env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # figures show as in JupyterLab, whatever backend the caller uses (tests run with Agg)
+    kernel_env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     kernel_env.update(env or {})
     # Kernel and client talk over Unix sockets in a private folder, not TCP ports: kernels started
     # at the same moment (tests in parallel) can then never pick the same port and talk to each

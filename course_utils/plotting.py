@@ -41,8 +41,25 @@ STYLE = {
 }
 
 
+def _resolve_backend() -> None:
+    """Load the plotting backend now, outside any ``rc_context``.
+
+    The first figure loads the backend, and Jupyter's inline backend switches
+    interactive mode on as it loads. Were that inside ``rc_context``, leaving the
+    block would switch it off again, and later figures would silently not show.
+    """
+    plt.switch_backend(plt.get_backend())
+
+
+def styled():
+    """``with styled():`` draws a figure in the course look (without touching the global rcParams)."""
+    _resolve_backend()
+    return plt.rc_context(STYLE)
+
+
 def style() -> None:
     """Apply the course look to every later figure (notebooks call it once at the top)."""
+    _resolve_backend()
     plt.rcParams.update(STYLE)
 
 
@@ -78,7 +95,7 @@ def show_images(images, labels=None, *, classes: Sequence[str] | None = None, pr
             raise ValueError(f"{what} must have one entry per image ({n}), got {len(values)}")
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    with plt.rc_context(STYLE):
+    with styled():
         fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.4 if title else 0)),
                                  squeeze=False)
         for i, ax in enumerate(axes.flat):
@@ -107,7 +124,7 @@ def plot_history(history, title: str | None = None) -> Figure:
     """Loss and accuracy per epoch, training vs validation (a :class:`~course_utils.training.History`)."""
     if len(history) == 0:
         raise ValueError("the history is empty: no epoch was completed")
-    with plt.rc_context(STYLE):
+    with styled():
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
         for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
             for part, colour, marker in (("train", PALETTE[0], "o"), ("val", PALETTE[1], "s")):
@@ -130,7 +147,7 @@ def show_signed(values, ax: Axes | None = None, title: str | None = None, colorb
     if array.ndim != 2:
         raise ValueError(f"show_signed expects a 2-D array, got shape {array.shape}")
     limit = float(np.abs(array).max()) or 1.0
-    with plt.rc_context(STYLE):
+    with styled():
         if ax is None:
             _, ax = plt.subplots(figsize=(3.2, 3.2))
         image = ax.imshow(array, cmap=DIVERGING, norm=TwoSlopeNorm(0.0, -limit, limit))
@@ -158,7 +175,7 @@ def show_heatmap(image, heatmap, ax: Axes | None = None, title: str | None = Non
     if heat.shape != picture.shape[:2]:
         raise ValueError(f"heatmap must be (H, W) = {picture.shape[:2]} to match the image, got {heat.shape}")
     signed = bool((heat < 0).any()) if signed is None else signed
-    with plt.rc_context(STYLE):
+    with styled():
         if ax is None:
             _, ax = plt.subplots(figsize=(3.4, 3.4))
         ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)

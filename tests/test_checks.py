@@ -91,3 +91,22 @@ def test_expect_close_reports_shape_type_and_the_worst_value():
         expect_close(worse, expected, "out")
     with pytest.raises(CheckFailure, match="1 of 6 values are off"):
         expect_close(torch.tensor([[0, 0, 0], [0, 0, float("nan")]]), expected, "out")
+
+
+def test_warnings_and_stderr_of_the_students_function_stay_quiet_in_a_check(capsys):
+    import sys
+    import warnings
+
+    def noisy():
+        warnings.warn("deprecated thing")
+        print("debug", file=sys.stderr)
+        return 1
+
+    @check()
+    def check_noisy(student):
+        expect_equal(student, (), {}, 1)
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        check_noisy(noisy)
+    assert seen == [] and capsys.readouterr().err == ""

@@ -83,3 +83,22 @@ def test_style_sets_the_colour_blind_safe_cycle():
     plotting.style()
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     assert colours[:3] == plotting.PALETTE[:3]
+
+
+@pytest.mark.notebook
+def test_every_figure_shows_in_a_notebook_even_the_first_drawn_in_course_style(tmp_path):
+    """Regression: the inline backend loaded inside rc_context switched interactive mode off for good."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from course_utils.notebooks import run_notebook
+
+    nb = new_notebook(cells=[new_code_cell("import torch\nfrom course_utils import plotting\nplotting.style()"),
+                             new_code_cell("plotting.show_images(torch.rand(4, 3, 8, 8));"),
+                             new_code_cell("plotting.show_images(torch.rand(4, 3, 8, 8));")],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    path = tmp_path / "figures.ipynb"
+    nbformat.write(nb, path)
+    executed = run_notebook(path)
+    shown = [[o.output_type for o in cell.outputs] for cell in executed.cells]
+    assert shown == [[], ["display_data"], ["display_data"]]

@@ -70,7 +70,7 @@ def test_a_crash_or_a_hang_costs_only_its_own_cell(make_submission):
     assert any("process ended" in flag for flag in crashed.flags)
 
     hung = grade(make_submission({"conv_output_size": CORRECT}, name="hang",
-                                 after={"conv_output_size": "while True:\n    pass"}), cell=3)
+                                 after={"conv_output_size": "while True:\n    pass"}), cell=12)
     assert hung.score == 4 and any("timed out" in flag for flag in hung.flags)
     assert [r.status for r in hung.runs] == ["ok", "ok", "timeout", "ok"]
 

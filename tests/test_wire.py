@@ -102,3 +102,20 @@ def test_framing_round_trip_and_eof(tmp_path):
     path.write_bytes(b"\x00\x00\x00\x00\x00\x00\x00\x05nope!")
     with open(path, "rb") as f, pytest.raises(WireError, match="not JSON"):
         receive(f)
+
+
+def test_a_large_message_crosses_a_pipe_whole():
+    """A pipe delivers at most 64 KiB per read: receive must keep reading (a 4 MB tensor here)."""
+    import os
+    import threading
+
+    import torch
+
+    read_fd, write_fd = os.pipe()
+    tensor = torch.arange(1_000_000, dtype=torch.float32)
+    with os.fdopen(read_fd, "rb", buffering=0) as reader, os.fdopen(write_fd, "wb") as writer:
+        sender = threading.Thread(target=send, args=(writer, {"value": encode(tensor)}))
+        sender.start()
+        back = decode(receive(reader)["value"])
+        sender.join()
+    assert torch.equal(back, tensor)

@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import io
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -98,14 +100,20 @@ def blocked(names: Sequence[str], why: str = "this question asks you to write it
 
 
 def _guarded(fn: Any, forbid: Sequence[str]) -> Any:
-    if not forbid or not callable(fn):
+    """The student's function as a check calls it: references blocked, its warnings kept quiet.
+
+    nbgrader fails a test cell that writes to stderr; a warning raised by a correct
+    answer must not cost the student anything, in their kernel or when graded.
+    """
+    if not callable(fn):
         return fn
-    if hasattr(fn, "with_forbidden"):  # a grading proxy: the worker blocks them on its side
+    if hasattr(fn, "with_forbidden"):  # a grading proxy: the worker does all this on its side
         return fn.with_forbidden(forbid)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with blocked(forbid):
+        with blocked(forbid), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
             return fn(*args, **kwargs)
 
     return call

@@ -141,15 +141,27 @@ def send(stream: BinaryIO, message: dict) -> None:
     stream.flush()
 
 
+def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, however many reads it takes (a pipe hands over at most 64 KiB at a time)."""
+    parts, missing = [], size
+    while missing:
+        part = stream.read(missing)
+        if not part:
+            break
+        parts.append(part)
+        missing -= len(part)
+    return b"".join(parts)
+
+
 def receive(stream: BinaryIO) -> dict:
     """Read one message; raises EOFError when the other side has closed, WireError when it is invalid."""
-    head = stream.read(8)
+    head = _read_exactly(stream, 8)
     if len(head) < 8:
         raise EOFError("the other side closed the channel")
     (size,) = struct.unpack(">Q", head)
     if size > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {size} bytes is over the limit of {MAX_MESSAGE_BYTES}")
-    body = stream.read(size)
+    body = _read_exactly(stream, size)
     if len(body) < size:
         raise EOFError("the other side closed the channel in the middle of a message")
     try:

@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from typing import Any
 
 from .wire import WireError, decode, encode, receive, send
@@ -91,7 +92,9 @@ class Worker:
             return {"missing": f"{name} is a {type(fn).__name__}, not a function"}
         sink = _Bounded(STDOUT_LIMIT)
         try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), blocked(forbid):
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), blocked(forbid), \
+                    warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 value = fn(*args, **kwargs)
         except Exception as err:  # the student's error is an answer, reported as such
             return {"raised": {"type": type(err).__name__, "builtin": _builtin_base(err),
@@ -106,7 +109,7 @@ class Worker:
 def main() -> int:
     # Keep the real stdout for answers; the student's prints go to a log file instead.
     channel_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    channel_in = os.fdopen(os.dup(0), "rb", buffering=0)
+    channel_in = os.fdopen(os.dup(0), "rb")
     log = os.open(os.environ.get("COURSE_WORKER_LOG", "worker-output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)

@@ -1,17 +1,12 @@
-"""Interactive demos: each is a plain function (testable without a browser) plus a thin widget.
-
-The plain function takes the controls' values and returns a matplotlib Figure;
-the widget only wires ipywidgets controls to it with ``interactive``. Lectures
-call the widget; tests call the function.
-"""
+"""The shapes dataset explorer (lecture 00): a figure function and its widget."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from . import data, shapes
-from .plotting import PALETTE, STYLE
+from .. import data, shapes
+from ..plotting import PALETTE, styled
 
 __all__ = ["shapes_figure", "shapes_explorer"]
 
@@ -27,7 +22,7 @@ def shapes_figure(family: str = "basic", style: str = "filled", noise: float = 0
     names = shapes.class_names(family)
     ds = data.load("shapes" if family == "basic" else "shapes-extra", n=len(names) * per_class * 4, seed=seed,
                    style=style, noise=noise)
-    with plt.rc_context(STYLE):
+    with styled():
         fig, axes = plt.subplots(len(names), 2 * per_class, figsize=(1.1 * 2 * per_class, 1.1 * len(names)),
                                  squeeze=False)
         for row, name in enumerate(names):

@@ -1,0 +1,20 @@
+"""Interactive demos: each is a plain function (testable without a browser) plus a thin widget.
+
+The plain function takes the controls' values and returns what is drawn (a
+matplotlib Figure, or a small result object the figure is made from); the
+widget only wires ipywidgets controls to it. Lectures call the widget; tests
+call the function. PyTorch's built-ins do the arithmetic, so no widget hands
+over an assignment's answer.
+
+shapes          the shapes dataset explorer (lecture 00)
+sliding_window  where a convolution's window lands and the output size (lecture 01)
+conv_matrix     a convolution as a matrix C and its transpose, one kernel weight lit (lecture 02)
+"""
+
+from .conv_matrix import conv_matrix_figure, conv_matrix_of, conv_matrix_summary, conv_matrix_viewer
+from .shapes import shapes_explorer, shapes_figure
+from .sliding_window import WindowLayout, sliding_window_explorer, sliding_window_figure, window_layout
+
+__all__ = ["shapes_figure", "shapes_explorer", "conv_matrix_of", "conv_matrix_summary", "conv_matrix_figure",
+           "conv_matrix_viewer",
+           "WindowLayout", "window_layout", "sliding_window_figure", "sliding_window_explorer"]
