@@ -7,13 +7,13 @@ replaces one function of it. For each kept wrong variant we assert exactly which
 import re
 import time
 
-import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
 
 from course_utils.grading import COURSE_ROOT
 from course_utils.grading.protocol import run_checks
+from course_utils.grading.protocol import solution_namespace as load_solution
 
 SOURCE = COURSE_ROOT / "solutions" / "a1_convolutions" / "a1_convolutions.ipynb"
 ALL_CELLS = {"test_conv_output_size", "test_conv_transpose_output_size", "test_conv2d_naive_basic",
@@ -24,12 +24,8 @@ ALL_CELLS = {"test_conv_output_size", "test_conv_transpose_output_size", "test_c
 
 
 def solution_namespace() -> dict:
-    """The solution's functions, executed from its answer cells (hidden solution markers removed)."""
-    namespace = {"torch": torch, "F": F, "time": time}
-    for cell in nbformat.read(SOURCE, as_version=4).cells:
-        if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
-            exec(re.sub(r"\s*### (BEGIN|END) SOLUTION", "", cell.source), namespace)
-    return namespace
+    """The solution's functions (its locked and answer cells, run in a fresh namespace)."""
+    return load_solution("a1_convolutions")
 
 
 SOLUTION = solution_namespace()

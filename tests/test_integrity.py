@@ -85,3 +85,28 @@ def test_a_readable_but_invalid_notebook_is_graded_with_a_flag(tmp_path, release
     nb, problems = read_submission(path)
     assert nb is not None and len(nb.cells) == len(release.cells)
     assert problems and "invalid notebook format" in problems[0]
+
+
+@pytest.mark.parametrize("source, found", [
+    ("import numpy\nnumpy.allclose = lambda *a, **k: True", ["line 2: assigns numpy.allclose"]),
+    ("import torch\ntorch.testing.assert_close = print", ["line 2: assigns torch.testing.assert_close"]),
+    ("import course_utils.checks.a0_warmup as c\nsetattr(course_utils, 'x', 1)", ["line 2: setattr(...) on a module"]),
+    ("import sys\nsys.modules['numpy'] = None", ["line 2: assigns sys.modules"]),
+    ("import os\nos._exit(0)", ["line 2: ends the process (os._exit)"]),
+    ("checks.check_conv_output_size = lambda f: None", ["line 1: assigns checks.check_conv_output_size"]),
+    ("x = np.zeros(3)\nx[0] = 1\nmodel.weight = w\nsetattr(model, 'bias', None)", []),  # ordinary code
+    ("%matplotlib inline\n", []),
+])
+def test_code_that_reaches_for_the_grader_is_flagged(source, found):
+    from course_utils.grading.integrity import suspicious_code
+
+    assert suspicious_code(source) == found
+
+
+def test_kernelspec_and_tampering_show_up_as_flags(release):
+    odd = copy.deepcopy(release)
+    odd.metadata["kernelspec"]["name"] = "julia-1.10"
+    _cell(odd, "conv_output_size").source = "import numpy\nnumpy.allclose = lambda *a: True\n"
+    flags = compare_with_release(odd, release).flags
+    assert "kernelspec changed to 'julia-1.10' (graded with python3)" in flags
+    assert "suspected tampering: cell 3: line 2: assigns numpy.allclose" in flags

@@ -9,6 +9,7 @@ mistaken for tampering.
 
 from __future__ import annotations
 
+import ast
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,10 +28,13 @@ class Integrity:
     duplicated: list[str] = field(default_factory=list)
     changed_metadata: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    kernelspec: str | None = None                      # the submission's, when it is not the release's
+    suspicious: list[str] = field(default_factory=list)  # code that reaches for the grader's machinery
 
     @property
     def flags(self) -> list[str]:
-        out = []
+        out = [f"kernelspec changed to {self.kernelspec!r} (graded with python3)"] if self.kernelspec else []
+        out += [f"suspected tampering: {what}" for what in self.suspicious]
         for label, ids in (("modified locked cell", self.modified_locked),
                            ("modified test cell (graded with the original)", self.modified_tests),
                            ("deleted cell", self.deleted), ("duplicated cell", self.duplicated),
@@ -83,6 +87,11 @@ def compare_with_release(submission: nbformat.NotebookNode, release: nbformat.No
     report.deleted = [g for g in released if g not in counts]
     report.duplicated = sorted(g for g, n in counts.items() if n > 1)
     report.unknown = sorted(g for g in counts if g not in released)
+    kernel = submission.metadata.get("kernelspec", {}).get("name")
+    if kernel != release.metadata.get("kernelspec", {}).get("name"):
+        report.kernelspec = str(kernel)
+    report.suspicious = [f"cell {i}: {what}" for i, cell in enumerate(submission.cells) if cell.cell_type == "code"
+                         for what in suspicious_code(cell.source)]
     seen = set()
     for cell, grade_id in zip(submission.cells, ids):
         if grade_id not in released or grade_id in seen:
@@ -99,3 +108,45 @@ def compare_with_release(submission: nbformat.NotebookNode, release: nbformat.No
         elif meta.get("locked"):
             report.modified_locked.append(grade_id)
     return report
+
+
+# Modules whose attributes a submission has no business replacing: the comparisons and the checks.
+_GUARDED = {"numpy", "np", "torch", "math", "builtins", "course_utils", "checks", "sys", "unittest", "pytest"}
+_CALLS = {"os._exit": "ends the process (os._exit)", "sys.exit": "ends the process (sys.exit)",
+          "setattr": "setattr(...) on a module", "importlib.reload": "reloads a module"}
+
+
+def _dotted(node: ast.AST) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def suspicious_code(source: str) -> list[str]:
+    """What in one cell looks like an attempt on the grader (for a person to look at, never a score).
+
+    Replacing attributes of numpy / torch / course_utils / builtins, touching
+    ``sys.modules``, ending the process, or ``setattr`` on a module.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []  # IPython syntax (magics) or a plain error: nothing to say here
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            name = _dotted(target.value if isinstance(target, ast.Subscript) else target)
+            if "." in name and name.split(".")[0] in _GUARDED or name.startswith("sys.modules"):
+                found.append(f"line {node.lineno}: assigns {name}")
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            if name in _CALLS and (name != "setattr" or (node.args and _dotted(node.args[0]).split(".")[0]
+                                                         in _GUARDED)):
+                found.append(f"line {node.lineno}: {_CALLS[name]}")
+    return found

@@ -39,7 +39,7 @@ from ..checks import CheckFailure
 from .nbgrader_course import COURSE_ROOT
 
 __all__ = ["CheckCall", "GradedCell", "CellResult", "ProtocolError", "StudentGone", "parse_test_cell", "graded_cells",
-           "checks_module", "run_test_cell", "run_checks", "source_notebook"]
+           "checks_module", "run_test_cell", "run_checks", "source_notebook", "solution_namespace"]
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 
@@ -216,3 +216,16 @@ def run_checks(assignment: str, namespace: Mapping[str, Any] | ModuleType, *, hi
     module = checks_module(assignment)
     return {cell.grade_id: run_test_cell(cell, module, lambda n: names.get(n) or _missing(n), hidden)
             for cell in cells}
+
+
+def solution_namespace(assignment: str, root: Path = COURSE_ROOT) -> dict[str, Any]:
+    """The instructor's solution: the source notebook's code cells run in a fresh namespace, test cells left out.
+
+    For tests (variants replace one function of it) and benchmarks; needs ``solutions/``.
+    """
+    namespace: dict[str, Any] = {"__name__": f"solution_{assignment}"}
+    for cell in nbformat.read(source_notebook(assignment, root), as_version=4).cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade_id") and not meta.get("grade"):
+            exec(compile(cell.source, f"<{assignment}:{meta['grade_id']}>", "exec"), namespace)
+    return namespace

@@ -34,7 +34,7 @@ import nbformat
 
 from .integrity import Integrity, compare_with_release, read_submission
 from .nbgrader_course import COURSE_ROOT
-from .protocol import (CellResult, GradedCell, ProtocolError, StudentGone, checks_module, graded_cells,
+from .protocol import (CellResult, GradedCell, StudentGone, checks_module, graded_cells,
                        run_test_cell, source_notebook)
 from .wire import WireError, decode, encode, receive, send
 
@@ -314,10 +314,14 @@ def _run_steps(worker: Worker, steps: list, tests: dict[str, GradedCell], module
                 return False
         return True
 
-    try:
-        worker.start()
-    except StudentGone as gone:
-        raise GradingError(f"the grading worker did not start: {gone}") from None
+    for attempt in range(3):  # a start that fails is the machine's problem, never the student's 0
+        try:
+            worker.start()
+            break
+        except (StudentGone, GradingError, OSError) as gone:
+            worker.stop()
+            if attempt == 2:
+                raise GradingError(f"the grading worker did not start (3 tries): {gone}") from None
     alive = True
     for index, grade_id, what in steps:
         if not alive:

@@ -27,7 +27,6 @@ import signal
 import sys
 import traceback
 import warnings
-from typing import Any
 
 from .wire import WireError, decode, encode, receive, send
 
