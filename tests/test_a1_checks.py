@@ -186,6 +186,24 @@ def pool_uses_pytorch(x, kernel_size, stride=None, padding=0):
     return F.max_pool2d(x, kernel_size, stride, padding)
 
 
+# Back doors to the same references (found by review): each must be shut while the check runs.
+def uses_aten(x, w, b=None, stride=1, padding=0, dilation=1):
+    return torch.ops.aten.convolution(x, w, b, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], 1)
+
+
+def transpose_via_input_gradient(y, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):
+    """The input gradient of a convolution is the transposed convolution: torch.nn.grad computes it."""
+    N, C, H, W = y.shape
+    size = [N, w.shape[1]] + [(n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
+                             for n, k in zip((H, W), w.shape[2:])]
+    out = torch.nn.grad.conv2d_input(size, w, y, stride=stride, padding=padding, dilation=dilation)
+    return out if b is None else out + b.view(1, -1, 1, 1)
+
+
+def pool_uses_aten(x, kernel_size, stride=None, padding=0):
+    return torch.ops.aten.max_pool2d(x, [kernel_size] * 2, [stride or kernel_size] * 2, [padding] * 2)
+
+
 CONV2D_CELLS = {"test_conv2d_naive_basic", "test_conv2d_naive_stride_padding", "test_conv2d_naive_dilation",
                 "test_conv2d_naive_bias"}
 
@@ -197,6 +215,7 @@ CONV2D_CELLS = {"test_conv2d_naive_basic", "test_conv2d_naive_stride_padding", "
     (dilating_the_input, {"test_conv2d_naive_dilation"}),
     (bias_once, {"test_conv2d_naive_bias"}),
     (uses_pytorch, CONV2D_CELLS),
+    (uses_aten, CONV2D_CELLS),
 ])
 def test_wrong_conv2d_loses_the_points_of_its_question(variant, must_fail):
     failed = failing_cells(conv2d_naive=variant)
@@ -219,6 +238,8 @@ def test_a_slow_conv2d_fails_only_the_speed_check():
                                                                 "test_conv_transpose2d_options"}),
     ({"max_pool2d": pool_padding_zeros}, {"test_max_pool2d"}),
     ({"max_pool2d": pool_uses_pytorch}, {"test_max_pool2d"}),
+    ({"max_pool2d": pool_uses_aten}, {"test_max_pool2d"}),
+    ({"conv_transpose2d": transpose_via_input_gradient}, {"test_conv_transpose2d", "test_conv_transpose2d_options"}),
 ])
 def test_wrong_transposed_and_pooling_answers_lose_their_points(replacements, must_fail):
     assert failing_cells(**replacements) == must_fail
@@ -242,3 +263,14 @@ def test_failure_messages_say_what_was_expected_and_given():
     assert re.search(r"values are off; the largest error is [\d.]+ at index \(", result["test_conv2d_naive_basic"].failure)
     result = run_checks("a1_convolutions", {**SOLUTION, "max_pool2d": pool_uses_pytorch})
     assert "max_pool2d cannot be used in this answer" in result["test_max_pool2d"].failure
+
+
+def test_the_back_doors_really_compute_the_right_answer():
+    """Otherwise the tests above would prove nothing: outside a check, each variant is correct."""
+    g = torch.Generator().manual_seed(0)
+    x, w, y, wt = (torch.randn(*shape, generator=g) for shape in ((2, 3, 7, 6), (4, 3, 3, 2), (2, 3, 3, 4),
+                                                                    (3, 2, 3, 3)))
+    assert torch.allclose(uses_aten(x, w, stride=2, padding=1), F.conv2d(x, w, stride=2, padding=1), atol=1e-5)
+    assert torch.allclose(transpose_via_input_gradient(y, wt, stride=2, padding=1, output_padding=1),
+                          F.conv_transpose2d(y, wt, stride=2, padding=1, output_padding=1), atol=1e-5)
+    assert torch.equal(pool_uses_aten(x, 3, 2, 1), F.max_pool2d(x, 3, 2, 1))

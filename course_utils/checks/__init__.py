@@ -91,8 +91,8 @@ def blocked(names: Sequence[str], why: str = "this question asks you to write it
             def refuse(*args: Any, _name: str = dotted, **kwargs: Any) -> Any:
                 raise ForbiddenReference(f"{_name} cannot be used in this answer: {why}")
 
+            setattr(owner, attr, refuse)  # (raises for a read-only attribute: nothing to restore then)
             saved.append((owner, attr, original))
-            setattr(owner, attr, refuse)
         yield
     finally:
         for owner, attr, original in reversed(saved):

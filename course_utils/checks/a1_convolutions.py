@@ -26,12 +26,22 @@ __all__ = ["check_conv_output_size", "check_conv_output_size_errors", "check_con
            "check_conv2d_fast", "check_conv_matrix", "check_conv_transpose2d_via_matrix",
            "check_conv_transpose2d", "check_conv_transpose2d_options", "check_max_pool2d"]
 
+# Every public door to PyTorch's convolutions we know of: the functional API, the torch.* aliases, the
+# gradient helpers of torch.nn.grad (an input gradient IS a transposed convolution) and the ATen operators
+# underneath. nn.Conv2d / nn.ConvTranspose2d go through F.conv2d / F.conv_transpose2d and are covered.
 CONVOLUTIONS = tuple(f"torch.nn.functional.{name}" for name in (
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "unfold", "fold")) \
-    + ("torch.conv1d", "torch.conv2d", "torch.conv3d", "torch.conv_transpose1d", "torch.conv_transpose2d",
-       "torch.conv_transpose3d", "torch.convolution", "torch._convolution")
+    + tuple(f"torch.{name}" for name in (
+        "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "convolution",
+        "_convolution")) \
+    + tuple(f"torch.nn.grad.{name}" for name in ("conv1d_input", "conv2d_input", "conv2d_weight", "conv3d_input")) \
+    + tuple(f"torch.ops.aten.{name}" for name in (
+        "convolution", "_convolution", "conv2d", "conv_transpose2d", "convolution_backward", "mkldnn_convolution",
+        "thnn_conv2d", "_slow_conv2d_forward", "slow_conv_transpose2d", "im2col", "col2im")) \
+    + ("torch._C._nn.im2col", "torch._C._nn.col2im")
 POOLING = ("torch.nn.functional.max_pool2d", "torch.nn.functional.max_pool2d_with_indices", "torch.max_pool2d",
-           "torch.nn.functional.adaptive_max_pool2d", "torch.nn.functional.lp_pool2d")
+           "torch.nn.functional.adaptive_max_pool2d", "torch.nn.functional.lp_pool2d", "torch.ops.aten.max_pool2d",
+           "torch.ops.aten.max_pool2d_with_indices", "torch._C._nn.max_pool2d_with_indices")
 ATOL, RTOL = 1e-4, 1e-4
 
 

@@ -67,7 +67,7 @@ def _grade_one(root: str, assignment: str, student: str, notebook: str, out: str
     try:
         result = grade_notebook(Path(notebook), assignment, root=Path(root), timeouts=timeouts,
                                 sandbox_factory=_sandbox_factory(sandboxed)).to_json()
-    except Exception as err:  # the grader's fault (GradingError or a bug): say so, store no score
+    except (Exception, GradingError) as err:  # the grader's fault (or a bug here): say so, store no score
         kind = "" if isinstance(err, GradingError) else f"{type(err).__name__}: "
         return {"student": student, "notebook": Path(notebook).stem, "grader_error": f"{kind}{err}"}
     result.update(student=student, key=key, submission_sha256=digest)
@@ -85,7 +85,8 @@ class ClassReport:
     graded: int                            # graded in this run (the rest came from earlier runs)
     notes: list[str]
     unprotected: list[str]
-    errors: dict[str, str]
+    errors: dict[str, str]                 # student -> the grader's own failure (no score stored)
+    record_errors: dict[str, str]          # student -> why nbgrader could not record the grades
 
 
 def _key(root: Path, assignment: str, digest: str, sandboxed: bool) -> str:
@@ -148,16 +149,17 @@ def grade_class(assignment: str, source: Path, *, root: Path = COURSE_ROOT, jobs
 
     recorded_path = results_dir / assignment / "recorded.json"
     recorded = json.loads(recorded_path.read_text()) if recorded_path.is_file() else {}
+    record_errors: dict[str, str] = {}
     to_record = sorted({s for (s, nb), r in results.items()
                         if not r.get("invalid") and recorded.get(f"{s}/{nb}") != r["key"]})
     if to_record:
-        errors.update(record_grades(root, assignment, to_record, results_dir))
+        record_errors = record_grades(root, assignment, to_record, results_dir)
         for (s, nb), r in results.items():
-            if s in to_record and s not in errors:
+            if s in to_record and s not in record_errors:
                 recorded[f"{s}/{nb}"] = r["key"]
         recorded_path.parent.mkdir(parents=True, exist_ok=True)
         recorded_path.write_text(json.dumps(recorded, indent=1, sort_keys=True))
-    return ClassReport(results, len(todo), notes, unprotected, errors)
+    return ClassReport(results, len(todo) - len(errors), notes, unprotected, errors, record_errors)
 
 
 def _manual_scores(root: Path, assignment: str) -> dict[tuple[str, str, str], float | None]:
@@ -213,8 +215,13 @@ def write_csv(report: ClassReport, root: Path, assignment: str, path: Path) -> N
             flags = [] if result is None else result["flags"] + \
                 [f for t in result["tests"].values() for f in t.get("flags", [])]
             if student in report.errors:
-                flags.append(f"grader error: {report.errors[student][:200]}")
-            row += [f"{auto:g}", f"{sum(p for _, p, _ in cells):g}", status, "; ".join(flags)]
+                flags.append(f"grader error: {report.errors[student][:300]}")
+            if student in report.record_errors:
+                flags.append(report.record_errors[student])
+                status = "graded - NOT RECORDED in the gradebook"
+            graded = result is not None and not result.get("invalid")
+            total = f"{auto:g}" if graded else ""  # never a plain 0 for a notebook nobody graded
+            row += [total, f"{sum(p for _, p, _ in cells):g}", status, "; ".join(flags)]
             writer.writerow(row)
 
 
@@ -260,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         if not outcome["success"]:
             print(f"feedback failed:\n{outcome.get('error')}", file=sys.stderr)
     _print_summary(report, csv_path, time.perf_counter() - start)
-    return 1 if report.errors else 0
+    return 1 if report.errors or report.record_errors else 0
 
 
 def _print_summary(report: ClassReport, csv_path: Path, seconds: float) -> None:
@@ -268,19 +275,21 @@ def _print_summary(report: ClassReport, csv_path: Path, seconds: float) -> None:
         print(f"note: {note}")
     students = sorted({s for s, _ in report.results})
     print(f"\n{len(report.results)} notebooks of {len(students)} students: {report.graded} graded now, "
-          f"{len(report.results) - (report.graded - len(report.errors))} from earlier runs, in {seconds:.1f} s")
+          f"{len(report.results) - report.graded} from earlier runs, in {seconds:.1f} s")
     for (student, notebook), result in sorted(report.results.items()):
         flags = result["flags"] + [f for t in result["tests"].values() for f in t.get("flags", [])]
         score = sum(result["points"][g] for g, t in result["tests"].items() if t["passed"])
         total = sum(result["points"].values())
         line = f"  {student:<20} {notebook:<20} {score:g}/{total:g}"
         if result.get("invalid"):
-            line += "  NOT GRADED (invalid notebook): needs review"
+            line = f"  {student:<20} {notebook:<20} NOT GRADED (invalid notebook): needs review"
         print(line + (f"  [{len(flags)} flag(s)]" if flags else ""))
         for flag in flags:
             print(f"      - {flag}")
     for student, error in sorted(report.errors.items()):
         print(f"  {student:<20} GRADER ERROR (not a score): {error[:300]}")
+    for student, error in sorted(report.record_errors.items()):
+        print(f"  {student:<20} NOT RECORDED in the gradebook: {error}")
     if report.unprotected:
         print("\nWARNING: student code ran with these protections OFF:")
         for item in report.unprotected:

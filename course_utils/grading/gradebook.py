@@ -17,8 +17,9 @@ from pathlib import Path
 
 import nbformat
 from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
-                                    NbGraderPreprocessor, SaveAutoGrades)
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
+                                    IgnorePattern, LimitOutput, NbGraderPreprocessor, OverwriteCells,
+                                    OverwriteKernelspec, SaveAutoGrades)
 from traitlets import Unicode
 
 __all__ = ["TrustedResults", "file_digest", "result_path", "record_grades"]
@@ -85,8 +86,24 @@ class TrustedResults(NbGraderPreprocessor):
         return outputs
 
 
+class DropDuplicateIds(DeduplicateIds):
+    """nbgrader's DeduplicateIds, but a duplicate loses its nbgrader metadata entirely.
+
+    Stock DeduplicateIds leaves ``nbgrader = {}``, which CheckCellMetadata then
+    rejects ("Outdated schema version: 0"), so a student who duplicated a cell
+    never reaches the gradebook (nbgrader issue #1083).
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        cell, resources = super().preprocess_cell(cell, resources, cell_index)
+        if cell.get("metadata", {}).get("nbgrader") == {}:
+            del cell.metadata["nbgrader"]
+        return cell, resources
+
+
 PREPROCESSORS = [TrustedResults, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
                  AssignLatePenalties, CheckCellMetadata]
+SANITIZERS = [ClearOutput, DropDuplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
 
 
 def _api(root: Path, results_dir: Path):
@@ -99,6 +116,7 @@ def _api(root: Path, results_dir: Path):
     if (root / "nbgrader_config.py").is_file():
         config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config())
     config.CourseDirectory.root = str(root)
+    config.Autograde.sanitize_preprocessors = SANITIZERS
     config.Autograde.autograde_preprocessors = PREPROCESSORS
     config.TrustedResults.results_dir = str(results_dir)
     config.TrustedResults.source_dir = str(root / config.CourseDirectory.get("source_directory", "source"))
@@ -129,5 +147,6 @@ def record_grades(root: Path, assignment: str, students: list[str], results_dir:
     for student in students:
         outcome = api.autograde(assignment, student, force=True, create=True)
         if not outcome["success"]:
-            errors[student] = (outcome.get("error") or outcome.get("log") or "failed")[-2000:]
+            lines = (outcome.get("error") or outcome.get("log") or "failed").strip().splitlines()
+            errors[student] = f"nbgrader could not record the grades: {lines[-1][:300] if lines else 'failed'}"
     return errors

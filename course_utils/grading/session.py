@@ -46,8 +46,12 @@ _SAFE_BUILTIN_ERRORS = {"ValueError", "TypeError", "IndexError", "KeyError", "Ru
                         "AttributeError", "NameError", "LookupError", "MemoryError", "RecursionError", "Exception"}
 
 
-class GradingError(RuntimeError):
-    """The grader itself could not do its job (not the student's fault)."""
+class GradingError(BaseException):
+    """The grader itself could not do its job (not the student's fault).
+
+    A BaseException, like StudentGone, so that a check, which catches the
+    student's ordinary errors, can never mistake it for a wrong answer.
+    """
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,11 @@ class Worker:
             raise StudentGone(f"the process ended before {doing} (exit status {code})") from None
         answer = self._wait(timeout, doing)
         if answer.get("id") != self.counter or "protocol_error" in answer:
-            raise GradingError(f"unexpected answer from the worker while {doing}: {str(answer)[:300]}")
+            # Only the student's code can garble the channel (e.g. a forked process that answers too):
+            # the worker is restarted and the cell flagged, like a crash.
+            self.stop()
+            raise StudentGone(f"the process's answers got mixed up while {doing} (did the code fork or write "
+                              f"to the grader's channel?)")
         return answer
 
     def execute(self, source: str) -> dict:

@@ -120,8 +120,11 @@ def main() -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     worker = Worker()
-    send(channel_out, {"ready": True, "pid": os.getpid()})
+    main_pid = os.getpid()
+    send(channel_out, {"ready": True, "pid": main_pid})
     while True:
+        if os.getpid() != main_pid:  # a child the student's code forked came back here: it must not answer
+            os._exit(0)
         try:
             request = receive(channel_in)
         except EOFError:
@@ -139,6 +142,8 @@ def main() -> int:
                 answer = {"protocol_error": f"unknown op {op!r}"}
         except (WireError, KeyError) as err:
             answer = {"protocol_error": f"{type(err).__name__}: {err}"}
+        if os.getpid() != main_pid:  # forked inside the cell or the call: only the original answers
+            os._exit(0)
         send(channel_out, {"id": request.get("id"), **answer})
 
 
