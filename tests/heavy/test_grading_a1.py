@@ -1,0 +1,114 @@
+"""a1_convolutions through the grading command with the sandbox on: hostile submissions cost exactly their points.
+
+Each student starts from the full solution and changes one thing; the table says which graded cells that
+must cost and which flag it must raise. (a0's larger hostile class is in test_grading_pipeline.py.)
+"""
+
+import csv
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from course_utils.grading import COURSE_ROOT
+from course_utils.grading.protocol import graded_cells, source_notebook
+
+pytestmark = pytest.mark.heavy
+
+ASSIGNMENT = "a1_convolutions"
+POINTS = {cell.grade_id: cell.points for cell in graded_cells(source_notebook(ASSIGNMENT))}
+NAIVE = {"test_conv2d_naive_basic", "test_conv2d_naive_stride_padding", "test_conv2d_naive_dilation",
+         "test_conv2d_naive_bias"}
+
+# student -> (replaced answer cells, extra cell after an answer cell, graded cells it must fail, flag text)
+CLASS = {
+    "correct": ({}, None, set(), None),
+    "calls_pytorch": ({
+        "conv2d_naive": "import torch.nn.functional as F\n"
+                        "def conv2d_naive(x, w, b=None, stride=1, padding=0, dilation=1):\n"
+                        "    return F.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)\n",
+    }, None, NAIVE, None),
+    "input_gradient_back_door": ({
+        "conv_transpose2d": "import torch\n"
+                            "def conv_transpose2d(y, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):\n"
+                            "    n, c, h, wd = y.shape\n"
+                            "    size = [n, w.shape[1]] + [(s - 1) * stride - 2 * padding + dilation * (k - 1)\n"
+                            "                              + output_padding + 1 for s, k in zip((h, wd), w.shape[2:])]\n"
+                            "    out = torch.nn.grad.conv2d_input(size, w, y, stride, padding, dilation)\n"
+                            "    return out if b is None else out + b.view(1, -1, 1, 1)\n",
+    }, None, {"test_conv_transpose2d", "test_conv_transpose2d_options"}, None),
+    "patched_comparisons": ({}, ("conv2d_naive",
+                                "import numpy, torch\n"
+                                "torch.allclose = numpy.allclose = lambda *a, **k: True\n"
+                                "_right = conv2d_naive\n"
+                                "def conv2d_naive(x, w, b=None, stride=1, padding=0, dilation=1):\n"
+                                "    return _right(x, w.flip(-1, -2), b, stride, padding, dilation)\n"),
+                            NAIVE, "suspected tampering"),
+    "hangs_on_the_big_layer": ({}, ("conv2d_vectorized",
+                                    "_fast = conv2d_vectorized\n"
+                                    "def conv2d_vectorized(x, w, b=None, stride=1, padding=0, dilation=1):\n"
+                                    "    while x.numel() > 100_000:\n"
+                                    "        pass\n"
+                                    "    return _fast(x, w, b, stride, padding, dilation)\n"),
+                               {"test_conv2d_vectorized_fast"}, "test_conv2d_vectorized_fast"),
+    "floods_output_and_exits": ({}, ("max_pool2d",
+                                     "import os, sys\n"
+                                     "print('x' * 50_000_000)\n"
+                                     "os.write(1, b'y' * 300_000_000)  # past the file-size limit\n"
+                                     "sys.exit(1)\n"),
+                                set(), None),
+}
+
+
+def make_notebook(replaced: dict, extra: tuple | None, path) -> None:
+    """The release with every answer cell taken from the solution, then the student's changes."""
+    solution = {c.metadata["nbgrader"]["grade_id"]: c.source
+                for c in nbformat.read(source_notebook(ASSIGNMENT), as_version=4).cells
+                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+    nb = nbformat.read(COURSE_ROOT / "assignments" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
+    cells = []
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in solution:
+            cell.source = replaced.get(grade_id, solution[grade_id])
+        cells.append(cell)
+        if extra and grade_id == extra[0]:
+            cells.append(nbformat.v4.new_code_cell(extra[1]))
+    nb.cells = cells
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("a1course")
+    for name in ("nbgrader_config.py", "solutions", "assignments"):
+        (shutil.copytree if (COURSE_ROOT / name).is_dir() else shutil.copy)(COURSE_ROOT / name, root / name)
+    for student, (replaced, extra, _, _) in CLASS.items():
+        make_notebook(replaced, extra, root / "subs" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    done = subprocess.run([sys.executable, "-m", "course_utils.grading", ASSIGNMENT, "subs", "--root", str(root),
+                           "--jobs", "2", "--cell-timeout", "120", "--call-timeout", "20"],
+                          cwd=root, capture_output=True, text=True, timeout=1500)
+    rows = {r["student"]: r for r in csv.DictReader(open(root / f"grades-{ASSIGNMENT}.csv", encoding="utf-8"))}
+    return done, rows
+
+
+def test_the_class_is_graded_with_the_sandbox_on(graded):
+    done, rows = graded
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "protections OFF" not in done.stdout
+    assert set(rows) == set(CLASS)
+
+
+@pytest.mark.parametrize("student", CLASS)
+def test_each_submission_loses_exactly_its_points(graded, student):
+    _, rows = graded
+    _, _, must_fail, flag = CLASS[student]
+    row = rows[student]
+    failed = {g for g in POINTS if float(row[g]) == 0}
+    assert failed == must_fail, row["flags"]
+    assert float(row["autograded"]) == sum(POINTS.values()) - sum(POINTS[g] for g in must_fail)
+    if flag:
+        assert flag in row["flags"], row["flags"]
