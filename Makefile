@@ -9,6 +9,8 @@
 #   make student-bundle      build dist/student-bundle.zip for a graded class (no solutions)
 #   make grade a0            grade submitted/ (or SUBMISSIONS=zip/folder): sandboxed, parallel, CSV
 #   make test-heavy          the slow tier: default-mode notebooks and other long checks
+#   make test-browser        the browser suite: lectures, widgets, nbgrader and the website in Chromium
+#   make site                the course website from the executed notebooks -> build/site/index.html
 #   make strip               remove outputs from stored notebooks (they are source)
 
 PYTHON ?= python3
@@ -20,6 +22,7 @@ JOBS   ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help env lab test test-heavy start check grade release student-bundle strip bench
+.PHONY: dev-env chromium test-browser site
 
 # `make start a1` / `make check a1` / `make grade a1`: the second word is the assignment, not a target.
 ifneq ($(filter start check grade,$(firstword $(MAKECMDGOALS))),)
@@ -30,7 +33,7 @@ ifneq ($(filter start check grade,$(firstword $(MAKECMDGOALS))),)
 endif
 
 help:
-	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------------------
 # The environment: created once, reused, rebuilt when broken or out of date.
@@ -63,8 +66,9 @@ $(STAMP): requirements.txt pyproject.toml
 # ---------------------------------------------------------------------------
 # Students and self-learners
 # ---------------------------------------------------------------------------
+# The environment's bin/ goes first on PATH: nbgrader's formgrader runs its helper `alembic` by name.
 lab: env
-	"$(PY)" -m jupyterlab --notebook-dir="$(CURDIR)" $(LAB_ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" "$(PY)" -m jupyterlab --notebook-dir="$(CURDIR)" $(LAB_ARGS)
 
 start: env
 	@"$(PY)" -m course_utils.assignments start $(ID)
@@ -80,6 +84,43 @@ test: env
 
 test-heavy: env
 	"$(PY)" -m pytest -n $(JOBS) -m heavy $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------
+# What students see: the browser suite and the course website. Their tools
+# (Playwright, Sphinx, MyST-NB) are in requirements-dev.txt, not in the students'
+# environment; the browser is Debian's chromium (Playwright cannot download one here).
+# ---------------------------------------------------------------------------
+DEV_STAMP := $(VENV)/.course-dev-installed
+
+dev-env: env
+	@if [ -f "$(DEV_STAMP)" ] && ! "$(PY)" -c "import playwright, sphinx, myst_nb, sphinx_book_theme" >/dev/null 2>&1; then \
+	  rm -f "$(DEV_STAMP)"; fi
+	@$(MAKE) --no-print-directory $(DEV_STAMP)
+
+$(DEV_STAMP): requirements-dev.txt
+	@echo "make: installing the browser suite's and the website's tools into $(VENV) (requirements-dev.txt)"
+	"$(PY)" -m pip install --quiet -r requirements-dev.txt
+	@touch "$(DEV_STAMP)"
+
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's chromium for the browser suite"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
+	      echo "make: could not install chromium: the browser tests will be skipped"; \
+	  else \
+	    echo "make: Chromium is missing (Debian: sudo apt-get install chromium): the browser tests will be skipped"; \
+	  fi; \
+	fi
+
+# screenshots of every step: outputs/browser/
+test-browser: dev-env chromium
+	COURSE_BROWSER_SUITE=1 "$(PY)" -m pytest tests/browser $(PYTEST_ARGS)
+
+# SITE_ARGS: e.g. --fast (COURSE_FAST=1) or --output DIR
+site: dev-env
+	"$(PY)" -m course_utils.website $(SITE_ARGS)
 
 # ---------------------------------------------------------------------------
 # Instructors
@@ -99,5 +140,22 @@ strip: env
 	"$(PY)" -m jupyter nbconvert --clear-output --inplace --log-level=WARN \
 	  $$(find lectures solutions -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*')
 
+# ---------------------------------------------------------------------------
+# Benchmarks: measurements, not tests (nothing fails on a missed goal)
+# ---------------------------------------------------------------------------
+# Runs benchmarks/bench_<name>.py for each name in BENCH, then benchmarks/report.py, which writes
+# benchmarks/results/README.md (the tables, with the goals) and all.json. About 30 minutes on 2 cores,
+# 11 of them the test suite. BENCH_SKIP leaves some out; BENCH_ARGS goes to every script, e.g.
+#   make bench BENCH_SKIP=suite BENCH_ARGS="--runs 1"        (about 7 minutes, noisier)
+BENCH      ?= conv notebooks autograde grading training suite
+BENCH_SKIP ?=
 bench: env
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; "$(PY)" "$$script" || exit 1; done
+	@failed=""; for name in $(filter-out $(BENCH_SKIP),$(BENCH)); do \
+	  script=benchmarks/bench_$$name.py; \
+	  if [ ! -f "$$script" ]; then echo "make: $$script does not exist"; failed="$$failed $$name"; continue; fi; \
+	  echo "== $$script $(BENCH_ARGS)"; start=$$(date +%s); \
+	  "$(PY)" "$$script" $(BENCH_ARGS) || failed="$$failed $$name"; \
+	  echo "== $$script: $$(( $$(date +%s) - start )) s"; \
+	done; \
+	"$(PY)" benchmarks/report.py >/dev/null; \
+	if [ -n "$$failed" ]; then echo "make: these benchmarks failed:$$failed"; exit 1; fi

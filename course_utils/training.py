@@ -5,12 +5,15 @@ loss compares outputs with targets. Accuracy is recorded when the outputs are
 class scores: (N, K) with targets (N,), or (N, K, H, W) with targets (N, H, W)
 (pixel accuracy). Training runs on :func:`course_utils.device.get_device` with
 float16 mixed precision on CUDA, shows a tqdm progress bar (a widget in
-JupyterLab, text in a terminal) and can stop on a time budget.
+JupyterLab, text in a terminal and in the static course website) and can stop
+on a time budget.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from tqdm.std import tqdm as text_tqdm
 
 from .device import autocast, get_device, to_device
 
@@ -60,12 +64,17 @@ class History:
         return f"{last}; {total:.1f} s on {self.device}{' with AMP' if self.amp else ''}{extra}"
 
 
-def _correct(outputs: Tensor, targets: Tensor) -> int | None:
-    """Number of correct class predictions, or None if outputs are not class scores."""
+def _correct(outputs: Tensor, targets: Tensor) -> Tensor | None:
+    """Number of correct class predictions (a tensor on the outputs' device), or None if outputs are not
+    class scores. Kept on the device: reading it would make the CPU wait for the GPU at every batch."""
     if (targets.dtype == torch.long and outputs.ndim == targets.ndim + 1
             and outputs.shape[0] == targets.shape[0] and outputs.shape[2:] == targets.shape[1:]):
-        return int((outputs.argmax(dim=1) == targets).sum())
+        return (outputs.argmax(dim=1) == targets).sum()
     return None
+
+
+# The progress bar shows the running loss; reading it waits for the GPU, so only every this many batches.
+_POSTFIX_EVERY = 25
 
 
 def _split(batch) -> tuple[Tensor, Tensor]:
@@ -85,7 +94,7 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tens
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     was_training = model.training
     model.eval()
-    total_loss, correct, count, scored = 0.0, 0, 0, 0
+    total_loss, correct, count, scored = torch.zeros((), device=device), 0, 0, 0
     with torch.no_grad():
         for batch in loader:
             inputs, targets = to_device(_split(batch), device)
@@ -93,7 +102,7 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tens
                 outputs = model(inputs)
                 loss = loss_fn(outputs, targets)
             n = targets.shape[0]
-            total_loss += float(loss) * n
+            total_loss += loss.float() * n
             count += n
             hits = _correct(outputs, targets)
             if hits is not None:
@@ -102,7 +111,32 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tens
     model.train(was_training)
     if count == 0:
         raise ValueError("the loader yielded no batches")
-    return {"loss": total_loss / count, "accuracy": correct / scored if scored else math.nan, "n": count}
+    if count == 0:
+        raise ValueError("the loader yielded no batches")
+    return {"loss": float(total_loss) / count, "accuracy": float(correct) / scored if scored else math.nan,
+            "n": count}
+
+
+class _FinalLine(text_tqdm):
+    """A text bar that prints one line, its final state, when it closes: for a static page
+    (``COURSE_STATIC=1``), which can neither show a widget nor redraw a line."""
+
+    def __init__(self, **options) -> None:
+        self._buffer = io.StringIO()  # tqdm draws here; only the last state is printed
+        super().__init__(file=self._buffer, mininterval=math.inf, ascii=False, **options)  # ascii: block bar
+
+    def close(self) -> None:
+        if self.disable:  # closed already (or never shown)
+            return
+        super().close()
+        print(self._buffer.getvalue().rsplit("\r", 1)[-1].strip(), file=sys.stdout, flush=True)
+
+
+def _progress_bar(**options):
+    """tqdm's bar: a widget in JupyterLab, text in a terminal, a final line in a static page."""
+    from .widgets.registry import static_mode
+
+    return _FinalLine(**options) if static_mode() else tqdm(**options)
 
 
 def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
@@ -135,13 +169,13 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
         steps = epochs * len(train_loader)
     except TypeError:
         steps = None
-    bar = tqdm(total=steps, desc="training", unit="batch", disable=not progress, leave=True)
+    bar = _progress_bar(total=steps, desc="training", unit="batch", disable=not progress, leave=True)
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
         epoch_start = time.perf_counter()
-        total_loss, correct, count, scored = 0.0, 0, 0, 0
-        for batch in train_loader:
+        total_loss, correct, count, scored = torch.zeros((), device=device), 0, 0, 0
+        for step, batch in enumerate(train_loader):
             inputs, targets = to_device(_split(batch), device, non_blocking=True)
             with autocast(device, enabled=use_amp):
                 outputs = model(inputs)
@@ -151,14 +185,15 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
             scaler.step(optimizer)
             scaler.update()
             n = targets.shape[0]
-            total_loss += float(loss.detach()) * n
+            total_loss += loss.detach().float() * n
             count += n
             hits = _correct(outputs.detach(), targets)
             if hits is not None:
                 correct += hits
                 scored += targets.numel()
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{total_loss / count:.4f}", refresh=False)
+            if step % _POSTFIX_EVERY == 0:
+                bar.set_postfix(epoch=epoch, loss=f"{float(total_loss) / count:.4f}", refresh=False)
             if time_budget is not None and time.perf_counter() - start > time_budget:
                 history.stopped = f"time budget of {time_budget:g} s reached in epoch {epoch}"
                 break
@@ -169,8 +204,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
         val = (evaluate(model, val_loader, loss_fn, device, amp=use_amp) if val_loader is not None
                else {"loss": math.nan, "accuracy": math.nan})
         history.epoch.append(epoch)
-        history.train_loss.append(total_loss / count)
-        history.train_acc.append(correct / scored if scored else math.nan)
+        history.train_loss.append(float(total_loss) / count)
+        history.train_acc.append(float(correct) / scored if scored else math.nan)
         history.val_loss.append(val["loss"])
         history.val_acc.append(val["accuracy"])
         history.seconds.append(time.perf_counter() - epoch_start)

@@ -6,15 +6,24 @@ widget only wires ipywidgets controls to it. Lectures call the widget; tests
 call the function. PyTorch's built-ins do the arithmetic, so no widget hands
 over an assignment's answer.
 
+Every widget builder is registered (``registry.demo``): ``DEMOS[name]`` holds the
+builder, the plain function that draws it and how the controls map onto that
+function's arguments. The browser suite and the course website find the widgets
+there, so a new widget needs no new test code. With ``COURSE_STATIC=1`` (the site
+build) a builder shows a still of its figure and a note instead of a live widget.
+
+registry        DEMOS, the @demo decorator, static mode
 shapes          the shapes dataset explorer (lecture 00)
 sliding_window  where a convolution's window lands and the output size (lecture 01)
 conv_matrix     a convolution as a matrix C and its transpose, one kernel weight lit (lecture 02)
 """
 
 from .conv_matrix import conv_matrix_figure, conv_matrix_of, conv_matrix_summary, conv_matrix_viewer
+from .registry import DEMOS, STATIC_ENV, Demo, demo, static_mode
 from .shapes import shapes_explorer, shapes_figure
 from .sliding_window import WindowLayout, sliding_window_explorer, sliding_window_figure, window_layout
 
-__all__ = ["shapes_figure", "shapes_explorer", "conv_matrix_of", "conv_matrix_summary", "conv_matrix_figure",
+__all__ = ["DEMOS", "Demo", "demo", "static_mode", "STATIC_ENV",
+           "shapes_figure", "shapes_explorer", "conv_matrix_of", "conv_matrix_summary", "conv_matrix_figure",
            "conv_matrix_viewer",
            "WindowLayout", "window_layout", "sliding_window_figure", "sliding_window_explorer"]

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..plotting import PALETTE, styled
+from .registry import demo
 
 __all__ = ["conv_matrix_of", "conv_matrix_summary", "conv_matrix_figure", "conv_matrix_viewer"]
 
@@ -165,8 +166,15 @@ def conv_matrix_figure(i: int, k: int, s: int = 1, p: int = 0, weight: tuple[int
     return fig
 
 
-def conv_matrix_viewer():
-    """Sliders for :func:`conv_matrix_figure`: input size, kernel size, stride, padding, and the weight to light.
+def _figure_arguments(i: int, k: int, s: int, p: int, row: int, col: int) -> dict:
+    """The viewer's controls -> :func:`conv_matrix_figure`'s arguments."""
+    return {"i": i, "k": k, "s": s, "p": p, "weight": (row, col)}
+
+
+@demo(figure=conv_matrix_figure, arguments=_figure_arguments)
+def conv_matrix_viewer(i: int = 3, k: int = 2, s: int = 1, p: int = 0, row: int = 0, col: int = 1):
+    """Sliders for :func:`conv_matrix_figure`: input size, kernel size, stride, padding, and the weight to light
+    (``row``, ``col``), starting at the values given.
 
     Impossible settings (kernel larger than the padded input) print the reason instead
     of a figure. The widget's ``result`` is the summary line (or that reason).
@@ -175,11 +183,11 @@ def conv_matrix_viewer():
 
     def slider(value, low, high, description):
         return widgets.IntSlider(value=value, min=low, max=high, description=description, continuous_update=False,
-                                 style={"description_width": "initial"})
+                                 style={"description_width": "7em"})  # one width: the sliders line up
 
-    controls = {"i": slider(3, 1, 8, "input size i"), "k": slider(2, 1, 5, "kernel size k"),
-                "s": slider(1, 1, 3, "stride s"), "p": slider(0, 0, 2, "padding p"),
-                "row": slider(0, 0, 1, "weight row"), "col": slider(1, 0, 1, "weight col")}
+    controls = {"i": slider(i, 1, 8, "input size i"), "k": slider(k, 1, 5, "kernel size k"),
+                "s": slider(s, 1, 3, "stride s"), "p": slider(p, 0, 2, "padding p"),
+                "row": slider(row, 0, max(k - 1, 0), "weight row"), "col": slider(col, 0, max(k - 1, 0), "weight col")}
 
     def follow_kernel(change):  # the weight sliders only offer weights inside the kernel
         controls["row"].max = controls["col"].max = change["new"] - 1
@@ -187,9 +195,10 @@ def conv_matrix_viewer():
     controls["k"].observe(follow_kernel, names="value")  # registered first, so it runs before the redraw
 
     def show(i, k, s, p, row, col):
+        arguments = _figure_arguments(i, k, s, p, row, col)
         try:
-            summary = conv_matrix_summary(i, k, s, p, (row, col))
-            conv_matrix_figure(i, k, s, p, (row, col))
+            summary = conv_matrix_summary(**arguments)
+            conv_matrix_figure(**arguments)
         except ValueError as err:
             print(f"No convolution here: {err}")
             return str(err)

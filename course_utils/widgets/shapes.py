@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 
 from .. import data, shapes
 from ..plotting import PALETTE, styled
+from .registry import demo
 
 __all__ = ["shapes_figure", "shapes_explorer"]
 
@@ -43,19 +44,23 @@ def shapes_figure(family: str = "basic", style: str = "filled", noise: float = 0
     return fig
 
 
-def shapes_explorer():
-    """Dropdowns and sliders for :func:`shapes_figure` (family, style, noise, seed)."""
+@demo(figure=shapes_figure)
+def shapes_explorer(family: str = "basic", style: str = "filled", noise: float = 0.05, seed: int = 0):
+    """Dropdowns and sliders for :func:`shapes_figure` (family, style, noise, seed), starting at the values given."""
     import ipywidgets as widgets
 
     def show(family, style, noise, seed):
         shapes_figure(family, style, noise, seed)
         plt.show()
 
+    styles = widgets.ToggleButtons(options=list(shapes.STYLES), value=style, description="style",
+                                   style={"button_width": "6em"})
+    styles.add_class("widget-inline-hbox")  # ipywidgets 8 puts this label above the buttons; inline like the rest
     return widgets.interactive(
         show,
-        family=widgets.Dropdown(options=list(shapes.FAMILIES), value="basic", description="family"),
-        style=widgets.ToggleButtons(options=list(shapes.STYLES), value="filled", description="style"),
-        noise=widgets.FloatSlider(value=0.05, min=0.0, max=0.3, step=0.05, description="noise",
+        family=widgets.Dropdown(options=list(shapes.FAMILIES), value=family, description="family"),
+        style=styles,
+        noise=widgets.FloatSlider(value=noise, min=0.0, max=0.3, step=0.05, description="noise",
                                   continuous_update=False),
-        seed=widgets.IntSlider(value=0, min=0, max=20, description="seed", continuous_update=False),
+        seed=widgets.IntSlider(value=seed, min=0, max=20, description="seed", continuous_update=False),
     )

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..plotting import PALETTE, styled
+from .registry import demo
 
 __all__ = ["WindowLayout", "window_layout", "sliding_window_figure", "sliding_window_explorer"]
 
@@ -261,9 +262,22 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def sliding_window_explorer():
+def _figure_arguments(i: int, k: int, s: int, p: int, d: int, position: int) -> dict:
+    """The explorer's controls -> :func:`sliding_window_figure`'s arguments.
+
+    ``position`` numbers the output pixels row by row (the order the window slides); one past
+    the last pixel (left over when a control shrinks the output) shows the last pixel.
+    """
+    o = window_layout(i, k, s, p, d).o
+    row, col = divmod(min(position, max(o * o - 1, 0)), max(o, 1))
+    return {"i": i, "k": k, "s": s, "p": p, "d": d, "position": (row, col)}
+
+
+@demo(figure=sliding_window_figure, arguments=_figure_arguments)
+def sliding_window_explorer(i: int = 7, k: int = 3, s: int = 1, p: int = 0, d: int = 1, position: int = 0):
     """Sliders for i, k, s, p, d and the output pixel (numbered in sliding order) around
-    :func:`sliding_window_figure`. ``explorer.result`` is the :class:`WindowLayout` on show."""
+    :func:`sliding_window_figure`, starting at the values given. ``explorer.result`` is the
+    :class:`WindowLayout` on show."""
     import ipywidgets as widgets
 
     def slider(name, value, low, high, text):
@@ -271,13 +285,14 @@ def sliding_window_explorer():
                                  continuous_update=False)
 
     sizes = {
-        "i": slider("i (input)", 7, 1, 16, "input size i"),
-        "k": slider("k (kernel)", 3, 1, 7, "kernel size k"),
-        "s": slider("s (stride)", 1, 1, 4, "stride s"),
-        "p": slider("p (padding)", 0, 0, 3, "zero padding p on each side"),
-        "d": slider("d (dilation)", 1, 1, 3, "dilation d: spacing of the kernel taps"),
+        "i": slider("i (input)", i, 1, 16, "input size i"),
+        "k": slider("k (kernel)", k, 1, 7, "kernel size k"),
+        "s": slider("s (stride)", s, 1, 4, "stride s"),
+        "p": slider("p (padding)", p, 0, 3, "zero padding p on each side"),
+        "d": slider("d (dilation)", d, 1, 3, "dilation d: spacing of the kernel taps"),
     }
-    position = slider("position", 0, 0, 0, "output pixel, counted row by row (the order the window slides)")
+    position = slider("position", position, 0, max(position, 0),
+                      "output pixel, counted row by row (the order the window slides)")
 
     def last_position(*_) -> None:
         o = window_layout(*(w.value for w in sizes.values())).o
@@ -288,10 +303,9 @@ def sliding_window_explorer():
         control.observe(last_position, names="value")
 
     def show(i, k, s, p, d, position):
-        o = window_layout(i, k, s, p, d).o
-        row, col = divmod(min(position, max(o * o - 1, 0)), max(o, 1))
-        layout = window_layout(i, k, s, p, d, (row, col))
-        fig = sliding_window_figure(i, k, s, p, d, (row, col))
+        arguments = _figure_arguments(i, k, s, p, d, position)
+        layout = window_layout(**arguments)
+        fig = sliding_window_figure(**arguments)
         plt.show()
         plt.close(fig)
         return layout
