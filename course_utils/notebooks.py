@@ -88,6 +88,9 @@ def run_notebook(path: str | Path, *, fast: bool = True, timeout: int = 600, out
             trace = f"{type(err).__name__}: {err}"
         raise NotebookError(path, cell, source, trace.strip()[-4000:]) from None
     finally:
+        # the client does not shut down a kernel it did not start itself (we hand it `km`)
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
         shutil.rmtree(sockets, ignore_errors=True)
         if output is not None:
             nbformat.write(nb, output)

@@ -77,3 +77,35 @@ def test_runner_refuses_to_write_over_its_source(tmp_path):
         run_notebook(path, output=path)
     with pytest.raises(FileNotFoundError, match="expected an existing .ipynb"):
         run_notebook(tmp_path / "missing.ipynb")
+
+
+def _my_kernels() -> list[int]:
+    """Kernel processes started by this process (children running ipykernel)."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"ipykernel" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc"), reason="needs /proc to list processes")
+def test_the_runner_shuts_its_kernel_down(tmp_path):
+    """Regression: with a kernel manager of our own, nbclient left every kernel running (about 1 GB each)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1")], metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}}), path)
+    run_notebook(path)
+    assert _my_kernels() == []
