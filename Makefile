@@ -12,6 +12,7 @@
 #   make test-browser        the browser suite: lectures, widgets, nbgrader and the website in Chromium
 #   make site                the course website from the executed notebooks -> build/site/index.html
 #   make strip               remove outputs from stored notebooks (they are source)
+#   make bench               measure speed: benchmarks/results/README.md (not a test)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -33,7 +34,7 @@ ifneq ($(filter start check grade,$(firstword $(MAKECMDGOALS))),)
 endif
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------------------
 # The environment: created once, reused, rebuilt when broken or out of date.
@@ -144,9 +145,10 @@ strip: env
 # Benchmarks: measurements, not tests (nothing fails on a missed goal)
 # ---------------------------------------------------------------------------
 # Runs benchmarks/bench_<name>.py for each name in BENCH, then benchmarks/report.py, which writes
-# benchmarks/results/README.md (the tables, with the goals) and all.json. About 30 minutes on 2 cores,
-# 11 of them the test suite. BENCH_SKIP leaves some out; BENCH_ARGS goes to every script, e.g.
-#   make bench BENCH_SKIP=suite BENCH_ARGS="--runs 1"        (about 7 minutes, noisier)
+# benchmarks/results/README.md (the tables, with the goals) and all.json. About 45 minutes on 2 busy
+# cores: the test suite (16) and stock nbgrader on 30 notebooks, 3 times (12) take the most.
+# BENCH_SKIP leaves some out (report.py keeps their last results); BENCH_ARGS goes to every script:
+#   make bench BENCH_SKIP=suite BENCH_ARGS="--runs 1"        (about 10 minutes, noisier)
 BENCH      ?= conv notebooks autograde grading training suite
 BENCH_SKIP ?=
 bench: env

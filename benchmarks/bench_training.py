@@ -133,8 +133,10 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for r in results:
         f, m, o = r["fit_images_per_s"], r["minimal_images_per_s"], r["overhead_ratio"]
-        print(f"| {r['device_name']} | {'on' if r['amp'] else 'off'} | {f['median']:,.0f} ({f['min']:,.0f}-{f['max']:,.0f}) "
-              f"| {m['median']:,.0f} ({m['min']:,.0f}-{m['max']:,.0f}) | {o['median']:.3f}x ({o['min']:.3f}-{o['max']:.3f}) |")
+        amp = "on" if r["amp"] else "off"
+        print(f"| {r['device_name']} | {amp} | {f['median']:,.0f} ({f['min']:,.0f}-{f['max']:,.0f}) "
+              f"| {m['median']:,.0f} ({m['min']:,.0f}-{m['max']:,.0f}) "
+              f"| {o['median']:.3f}x ({o['min']:.3f}-{o['max']:.3f}) |")
     print(f"\nwrote {args.out}")
     return 0
 
