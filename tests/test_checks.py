@@ -110,3 +110,12 @@ def test_warnings_and_stderr_of_the_students_function_stay_quiet_in_a_check(caps
         warnings.simplefilter("always")
         check_noisy(noisy)
     assert seen == [] and capsys.readouterr().err == ""
+
+
+def test_blocking_an_inherited_method_leaves_the_class_as_it_was():
+    assert "unfold" not in vars(torch.Tensor)  # defined on the C base class
+    with blocked(["torch.Tensor.unfold"]):
+        with pytest.raises(ForbiddenReference):
+            torch.ones(4).unfold(0, 2, 1)
+    assert "unfold" not in vars(torch.Tensor)
+    assert torch.ones(4).unfold(0, 2, 1).shape == (3, 2)

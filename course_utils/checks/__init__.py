@@ -85,18 +85,24 @@ def blocked(names: Sequence[str], why: str = "this question asks you to write it
     try:
         for dotted in names:
             owner, attr = _owner(dotted)
-            original = owner.__dict__[attr] if isinstance(owner, type) and attr in owner.__dict__ \
-                else getattr(owner, attr)
+            # An inherited class attribute is shadowed while blocked and then removed again, so the
+            # class ends up exactly as it was (not with a copy of its parent's attribute of its own).
+            inherited = isinstance(owner, type) and attr not in owner.__dict__
+            original = None if inherited else \
+                owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
 
             def refuse(*args: Any, _name: str = dotted, **kwargs: Any) -> Any:
                 raise ForbiddenReference(f"{_name} cannot be used in this answer: {why}")
 
             setattr(owner, attr, refuse)  # (raises for a read-only attribute: nothing to restore then)
-            saved.append((owner, attr, original))
+            saved.append((owner, attr, inherited, original))
         yield
     finally:
-        for owner, attr, original in reversed(saved):
-            setattr(owner, attr, original)
+        for owner, attr, inherited, original in reversed(saved):
+            if inherited:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, original)
 
 
 def _guarded(fn: Any, forbid: Sequence[str]) -> Any:
