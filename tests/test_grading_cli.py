@@ -72,3 +72,9 @@ def test_bad_arguments_say_what_was_expected(tmp_path):
     done = subprocess.run([sys.executable, "-m", "course_utils.grading", "a0_warmup", "subs", "--root",
                            str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2 and "expected nbgrader_config.py there" in done.stderr
+
+
+def test_a_missing_submissions_folder_is_named(course):
+    done = subprocess.run([sys.executable, "-m", "course_utils.grading", "a0", "nowhere", "--root", str(course)],
+                          cwd=course, capture_output=True, text=True)
+    assert done.returncode == 2 and "no submissions at" in done.stderr and "Traceback" not in done.stderr

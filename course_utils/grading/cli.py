@@ -255,9 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {GRADING_SEED_VAR} is not set: the hidden checks use the public default seed.",
               file=sys.stderr)
     start = time.perf_counter()
-    report = grade_class(args.assignment, args.submissions, root=root, jobs=args.jobs,
-                         timeouts=Timeouts(cell=args.cell_timeout, call=args.call_timeout),
-                         sandboxed=not args.no_sandbox, pattern=args.pattern)
+    try:
+        report = grade_class(args.assignment, args.submissions, root=root, jobs=args.jobs,
+                             timeouts=Timeouts(cell=args.cell_timeout, call=args.call_timeout),
+                             sandboxed=not args.no_sandbox, pattern=args.pattern)
+    except (FileNotFoundError, ValueError) as err:  # no submissions there, not a zip, bad pattern...
+        parser.error(str(err))
     csv_path = args.csv or root / f"grades-{args.assignment}.csv"
     write_csv(report, root, args.assignment, csv_path)
     if args.feedback:
