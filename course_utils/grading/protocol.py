@@ -28,7 +28,7 @@ import contextlib
 import importlib
 import io
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,6 +37,7 @@ import nbformat
 
 from ..checks import CheckFailure
 from .nbgrader_course import COURSE_ROOT
+from .results import CellResult
 
 __all__ = ["CheckCall", "GradedCell", "CellResult", "ProtocolError", "StudentGone", "parse_test_cell", "graded_cells",
            "checks_module", "run_test_cell", "run_checks", "source_notebook", "solution_namespace"]
@@ -71,20 +72,6 @@ class GradedCell:
     points: float
     calls: tuple[CheckCall, ...]
     index: int                      # position in the source notebook
-
-
-@dataclass
-class CellResult:
-    """The outcome of one graded test cell."""
-
-    grade_id: str
-    passed: bool
-    output: str = ""                # what the checks printed (the ✓ lines)
-    failure: str | None = None      # the full message of the first failing call (for the instructor)
-    feedback: str | None = None     # what the student may see (hidden inputs are not revealed)
-    error_name: str | None = None   # CheckFailure, ForbiddenReference, StudentGone, ...
-    hidden_failed: bool = False
-    flags: list[str] = field(default_factory=list)
 
 
 def parse_test_cell(source: str, grade_id: str = "?") -> list[CheckCall]:

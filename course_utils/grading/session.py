@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ import nbformat
 
 from .integrity import Integrity, compare_with_release, read_submission
 from .nbgrader_course import COURSE_ROOT
-from .protocol import (CellResult, GradedCell, StudentGone, checks_module, graded_cells,
-                       run_test_cell, source_notebook)
+from .protocol import GradedCell, StudentGone, checks_module, graded_cells, run_test_cell, source_notebook
+from .results import CellResult, CellRun, NotebookResult
 from .wire import WireError, decode, encode, receive, send
 
 __all__ = ["Timeouts", "Worker", "StudentFunction", "NotebookResult", "grade_notebook", "GradingError"]
@@ -196,36 +196,6 @@ class StudentFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.worker.call(self.__name__, args, kwargs, self.forbid)
-
-
-@dataclass
-class CellRun:
-    index: int                 # position in the submitted notebook
-    grade_id: str | None
-    status: str                # ok | error | timeout | died | skipped
-    stdout: str = ""
-    error: dict | None = None
-
-
-@dataclass
-class NotebookResult:
-    """Everything the grader learned about one submitted notebook (JSON-able with ``asdict``)."""
-
-    notebook: str
-    tests: dict[str, CellResult] = field(default_factory=dict)
-    runs: list[CellRun] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
-    points: dict[str, float] = field(default_factory=dict)
-    invalid: bool = False
-    restarts: int = 0
-    seconds: float = 0.0
-
-    @property
-    def score(self) -> float:
-        return sum(self.points[g] for g, r in self.tests.items() if r.passed)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def _plan(submission: nbformat.NotebookNode, release: nbformat.NotebookNode,
