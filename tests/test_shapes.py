@@ -1,7 +1,7 @@
 """Properties of course_utils.shapes.generate: the generated shapes dataset with masks."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from course_utils import shapes
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def gen(n: int, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cached generate(); the tests only read the arrays."""
     return shapes.generate(n, **kwargs)
@@ -53,7 +53,7 @@ def test_families_have_ten_disjoint_class_names():
 # ---------------------------------------------------------------- randomness
 def test_deterministic_per_seed():
     a, b = shapes.generate(300, seed=7), shapes.generate(300, seed=7)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
@@ -62,7 +62,7 @@ def test_prefix_stable_across_chunks(kwargs):
     n = shapes.CHUNK + 300                                   # two chunks
     full = shapes.generate(n, seed=3, **kwargs)
     for m in (1, 100, shapes.CHUNK, shapes.CHUNK + 1):
-        for part, whole in zip(shapes.generate(m, seed=3, **kwargs), full):
+        for part, whole in zip(shapes.generate(m, seed=3, **kwargs), full, strict=True):
             np.testing.assert_array_equal(part, whole[:m])
 
 
@@ -200,9 +200,14 @@ def test_objects_lie_inside_the_image():
     _, _, masks = gen(1000, seed=13, noise=0.0, texture=False)
     border = masks[:, 0].sum() + masks[:, -1].sum() + masks[:, :, 0].sum() + masks[:, :, -1].sum()
     assert border / masks.sum() < 0.01                       # corners may just touch the edge
-    rows, cols = masks.any(axis=2), masks.any(axis=1)        # (N, H), (N, W)
-    centre_y = (rows * np.arange(32)).sum(1) / rows.sum(1)
-    assert centre_y.min() < 12 and centre_y.max() > 20       # positions vary
+    rows, cols = masks.any(axis=2), masks.any(axis=1)        # (N, H), (N, W): rows / columns the object covers
+    centre_y = (rows * np.arange(32)).sum(1) / rows.sum(1)   # (N,) middle of the covered rows
+    centre_x = (cols * np.arange(32)).sum(1) / cols.sum(1)   # (N,) middle of the covered columns
+    for axis, centre in (("y", centre_y), ("x", centre_x)):  # positions vary along both axes, around the middle
+        assert centre.min() < 12 and centre.max() > 20, (axis, centre.min(), centre.max())
+        assert abs(centre.mean() - 15.5) < 1, (axis, centre.mean())
+    # and independently: where an object sits vertically says nothing about where it sits horizontally
+    assert abs(np.corrcoef(centre_y, centre_x)[0, 1]) < 0.15
 
 
 # ---------------------------------------------------------------- bad input
