@@ -5,6 +5,8 @@ must cost and which flag it must raise. (a0's larger hostile class is in test_gr
 """
 
 import csv
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,8 @@ ASSIGNMENT = "a1_convolutions"
 POINTS = {cell.grade_id: cell.points for cell in graded_cells(source_notebook(ASSIGNMENT))}
 NAIVE = {"test_conv2d_naive_basic", "test_conv2d_naive_stride_padding", "test_conv2d_naive_dilation",
          "test_conv2d_naive_bias"}
+VECTORIZED = {"test_conv2d_vectorized", "test_conv2d_vectorized_fast"}
+TRANSPOSE = {"test_conv_transpose2d", "test_conv_transpose2d_options", "test_conv_transpose2d_vectorized"}
 
 # student -> (replaced answer cells, extra cell after an answer cell, graded cells it must fail, flag text)
 CLASS = {
@@ -38,7 +42,42 @@ CLASS = {
                             "                              + output_padding + 1 for s, k in zip((h, wd), w.shape[2:])]\n"
                             "    out = torch.nn.grad.conv2d_input(size, w, y, stride, padding, dilation)\n"
                             "    return out if b is None else out + b.view(1, -1, 1, 1)\n",
-    }, None, {"test_conv_transpose2d", "test_conv_transpose2d_options"}, None),
+    }, None, TRANSPOSE, None),
+    "imports_by_name": ({
+        "conv2d_naive": "from torch.nn.functional import conv2d as _c\n"
+                        "def conv2d_naive(x, w, b=None, stride=1, padding=0, dilation=1):\n"
+                        "    return _c(x, w, b, stride=stride, padding=padding, dilation=dilation)\n",
+        "conv2d_vectorized": "from torch.nn.functional import conv2d as _c2\n"
+                             "def conv2d_vectorized(x, w, b=None, stride=1, padding=0, dilation=1):\n"
+                             "    return _c2(x, w, b, stride=stride, padding=padding, dilation=dilation)\n",
+        "conv_transpose2d": "from torch.nn.functional import conv_transpose2d as _t\n"
+                            "def conv_transpose2d(y, w, b=None, stride=1, padding=0, output_padding=0, dilation=1):\n"
+                            "    return _t(y, w, b, stride=stride, padding=padding, output_padding=output_padding,\n"
+                            "              dilation=dilation)\n",
+    }, None, NAIVE | VECTORIZED | TRANSPOSE, None),
+    "max_pool3d_unsqueezed": ({
+        "max_pool2d": "import torch.nn.functional as F\n"
+                      "def max_pool2d(x, kernel_size, stride=None, padding=0):\n"
+                      "    s = stride or kernel_size\n"
+                      "    return F.max_pool3d(x.unsqueeze(2), (1, kernel_size, kernel_size), (1, s, s),\n"
+                      "                        (0, padding, padding)).squeeze(2)\n",
+    }, None, {"test_max_pool2d"}, None),
+    "loops_over_output_rows": ({}, ("conv2d_vectorized",
+                                    "import torch\n"
+                                    "import torch.nn.functional as F\n"
+                                    "_fast = conv2d_vectorized\n"
+                                    "def conv2d_vectorized(x, w, b=None, stride=1, padding=0, dilation=1):\n"
+                                    "    xp = F.pad(x, (padding,) * 4)\n"
+                                    "    span = dilation * (w.shape[2] - 1) + 1\n"
+                                    "    rows = [_fast(xp[:, :, r:r + span], w, b, stride, 0, dilation)\n"
+                                    "            for r in range(0, xp.shape[2] - span + 1, stride)]\n"
+                                    "    return torch.cat(rows, dim=2)\n"),
+                               {"test_conv2d_vectorized_fast"}, None),
+    "sparse_conv_matrix": ({}, ("conv_matrix",
+                                "_dense = conv_matrix\n"
+                                "def conv_matrix(w, input_size, stride=1, padding=0):\n"
+                                "    return _dense(w, input_size, stride, padding).to_sparse()\n"),
+                           set(), None),
     "patched_comparisons": ({}, ("conv2d_naive",
                                 "import numpy, torch\n"
                                 "torch.allclose = numpy.allclose = lambda *a, **k: True\n"
@@ -46,13 +85,13 @@ CLASS = {
                                 "def conv2d_naive(x, w, b=None, stride=1, padding=0, dilation=1):\n"
                                 "    return _right(x, w.flip(-1, -2), b, stride, padding, dilation)\n"),
                             NAIVE, "suspected tampering"),
-    "hangs_on_the_big_layer": ({}, ("conv2d_vectorized",
-                                    "_fast = conv2d_vectorized\n"
-                                    "def conv2d_vectorized(x, w, b=None, stride=1, padding=0, dilation=1):\n"
-                                    "    while x.numel() > 100_000:\n"
-                                    "        pass\n"
-                                    "    return _fast(x, w, b, stride, padding, dilation)\n"),
-                               {"test_conv2d_vectorized_fast"}, "test_conv2d_vectorized_fast"),
+    "hangs_on_a_larger_batch": ({}, ("conv2d_vectorized",
+                                     "_fast = conv2d_vectorized\n"
+                                     "def conv2d_vectorized(x, w, b=None, stride=1, padding=0, dilation=1):\n"
+                                     "    while x.shape[0] == 5:  # the vectorization check's larger batch\n"
+                                     "        pass\n"
+                                     "    return _fast(x, w, b, stride, padding, dilation)\n"),
+                                {"test_conv2d_vectorized_fast"}, "test_conv2d_vectorized_fast"),
     "floods_output_and_exits": ({}, ("max_pool2d",
                                      "import os, sys\n"
                                      "print('x' * 50_000_000)\n"
@@ -90,7 +129,8 @@ def graded(tmp_path_factory):
         make_notebook(replaced, extra, root / "subs" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
     done = subprocess.run([sys.executable, "-m", "course_utils.grading", ASSIGNMENT, "subs", "--root", str(root),
                            "--jobs", "2", "--cell-timeout", "120", "--call-timeout", "20"],
-                          cwd=root, capture_output=True, text=True, timeout=1500)
+                          cwd=root, capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "COURSE_GRADING_SEED": secrets.token_hex(16)})  # official: 128 bits
     rows = {r["student"]: r for r in csv.DictReader(open(root / f"grades-{ASSIGNMENT}.csv", encoding="utf-8"))}
     return done, rows
 
