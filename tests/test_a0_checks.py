@@ -106,17 +106,36 @@ def test_failure_message_names_the_call_the_expected_and_the_given():
     assert str(info.value) == "no_dilation(5, 3, s=1, p=0, d=2): expected 1, got 3"
 
 
-def test_hidden_cases_follow_the_grading_seed(monkeypatch):
-    monkeypatch.setenv("COURSE_GRADING_SEED", "1")
+def test_hidden_cases_follow_the_instructors_secret(monkeypatch):
+    monkeypatch.setenv("COURSE_GRADING_SEED", "5f0c" * 8)
     first = checks._hidden_cases()
-    monkeypatch.setenv("COURSE_GRADING_SEED", "2")
+    monkeypatch.setenv("COURSE_GRADING_SEED", "9a1e" * 8)
     assert checks._hidden_cases() != first
-    monkeypatch.setenv("COURSE_GRADING_SEED", "1")
+    monkeypatch.setenv("COURSE_GRADING_SEED", "5f0c" * 8)
     assert checks._hidden_cases() == first
     assert not set(first) <= set(checks.VISIBLE_CASES)
-    monkeypatch.setenv("COURSE_GRADING_SEED", "abc")
-    with pytest.raises(ValueError, match="must be an integer"):
-        checks._hidden_cases()
+    monkeypatch.delenv("COURSE_GRADING_SEED")
+    assert checks._hidden_cases() != first  # the public default secret: the same for everyone
+    assert checks._hidden_cases() == checks._hidden_cases()
+
+
+def test_hidden_draws_are_keyed_by_assignment_and_check(monkeypatch):
+    from course_utils.checks import hidden_seed
+
+    monkeypatch.setenv("COURSE_GRADING_SEED", "5f0c" * 8)
+    used = []
+    real = checks.hidden_random
+
+    def spy(*tag):
+        used.append(tag)
+        return real(*tag)
+
+    monkeypatch.setattr(checks, "hidden_random", spy)
+    checks.check_conv_output_size(by_counting, hidden=True)
+    checks.check_conv_output_size_errors(by_counting, hidden=True)
+    assert used == [("a0_warmup", "check_conv_output_size", "cases"),
+                    ("a0_warmup", "check_conv_output_size_errors", "errors")]
+    assert len({hidden_seed(*tag) for tag in used}) == 2
 
 
 def test_every_wrong_variant_fails_at_least_one_check():
@@ -141,7 +160,7 @@ def calls_pytorch(i, k, s=1, p=0, d=1):
 
 @pytest.mark.parametrize("check", CHECKS)
 def test_pytorch_convolution_is_unavailable_inside_the_check(check):
-    with pytest.raises(CheckFailure, match=r"torch.nn.functional.conv2d cannot be used in this answer"):
+    with pytest.raises(CheckFailure, match=r"convolution \(PyTorch operator aten::convolution\) cannot be used"):
         check(calls_pytorch)
     # ... and is back afterwards, for the student's other cells and for the check's own references.
     assert calls_pytorch(7, 3, s=3) == 2

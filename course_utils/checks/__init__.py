@@ -14,130 +14,190 @@ The same check runs in two places (see ``course_utils.grading``):
   data (numbers, strings, lists, arrays, tensors) across. Nothing the
   student's code does can change the references or the comparisons.
 
-A check is declared with :func:`check`, which names the references that the
-student's code may not call while it is being checked (``forbid``). Visible
-checks use fixed inputs; with ``hidden=True`` a check draws its inputs from
-:func:`grading_seed`, which the instructor sets at grading time. Rules for
-check authors: compare behaviour, not code; say what was expected and what was
-given; print one ``✓`` line on success and nothing to stderr.
+A check is declared with :func:`check`, which names the PyTorch operators the
+student's code may not run while it is being checked (``refuse``: refused at
+PyTorch's dispatcher by :mod:`course_utils.checks.guard`, however they are
+reached) and dotted names outside torch it may not call (``forbid``).
+:func:`operations` also returns how many operators a call dispatched (for
+vectorization checks). Visible checks use fixed inputs; hidden checks draw
+theirs with :func:`hidden_random` / :func:`hidden_generator`, keyed by the
+instructor's secret ``$COURSE_GRADING_SEED`` and a tag naming the assignment
+and the check, so the inputs of one check tell nothing about another's or
+about the secret. Rules for check authors: compare behaviour, not code; say
+what was expected and what was given; print one ``✓`` line on success and
+nothing to stderr.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib
-import io
+import hashlib
+import hmac
+import math
 import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+import random
+import string
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["CheckFailure", "ForbiddenReference", "check", "blocked", "grading_seed", "expect_equal",
-           "expect_raises", "expect_close", "passed", "GRADING_SEED_VAR"]
+from .guard import ForbiddenReference, Guard, blocked, install, qualified_op
 
-#: Environment variable the instructor sets at grading time to choose the hidden inputs.
+__all__ = ["CheckFailure", "ForbiddenReference", "check", "operations", "blocked", "expect_equal", "expect_raises",
+           "expect_close", "passed", "hidden_seed", "hidden_random", "hidden_generator", "secret_problem",
+           "secret_fingerprint", "GRADING_SEED_VAR", "PUBLIC_SECRET", "SECRET_BITS"]
+
+#: Environment variable holding the instructor's secret, from which every hidden input is derived.
 GRADING_SEED_VAR = "COURSE_GRADING_SEED"
-_DEFAULT_HIDDEN_SEED = 7
+#: The secret used without the variable (self-study, practice runs): anyone can compute its hidden inputs.
+PUBLIC_SECRET = "course-utils public practice secret"
+#: Official grading needs a secret at least this strong (in bits), e.g. ``secrets.token_hex(16)``.
+SECRET_BITS = 128
+_MAKE_SECRET = 'python -c "import secrets; print(secrets.token_hex(16))"'
 
 
 class CheckFailure(AssertionError):
     """A check found a wrong answer; the message says what was expected and what was given."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows in the student's kernel (and so ``make check`` and Validate): the whole message,
+        none of the checks' frames."""
+        return [f"{type(self).__name__}: {self}"]
 
-class ForbiddenReference(RuntimeError):
-    """The student's code called a reference implementation that the question asks them to write."""
+
+# --- hidden inputs: a keyed hash of the instructor's secret ---------------------------------------
+def _secret() -> bytes:
+    return (os.environ.get(GRADING_SEED_VAR, "").strip() or PUBLIC_SECRET).encode()
 
 
-def grading_seed() -> int:
-    """Seed for hidden inputs: ``$COURSE_GRADING_SEED`` if set, else a fixed default."""
-    value = os.environ.get(GRADING_SEED_VAR, "").strip()
+def hidden_seed(*tag: str | int) -> int:
+    """A 64-bit seed for one part of one check: HMAC-SHA256(secret, tag), e.g. ``hidden_seed("a0_warmup", "check_x")``.
+
+    The secret is ``$COURSE_GRADING_SEED`` (the public default without it). Seeds of
+    different tags are unrelated, and none reveals the secret (for a secret of
+    :data:`SECRET_BITS` bits, recovering it from any number of seeds means trying 2**128 keys).
+    """
+    if not tag or not all(isinstance(part, (str, int)) and not isinstance(part, bool) for part in tag):
+        raise TypeError(f"hidden_seed needs a tag of strings and ints (assignment, check, part), got {tag!r}")
+    message = repr(tuple(tag)).encode()
+    return int.from_bytes(hmac.new(_secret(), message, hashlib.sha256).digest()[:8], "big")
+
+
+def hidden_random(*tag: str | int) -> random.Random:
+    """A ``random.Random`` seeded with :func:`hidden_seed` of ``tag``."""
+    return random.Random(hidden_seed(*tag))
+
+
+def hidden_generator(*tag: str | int) -> Any:
+    """A ``torch.Generator`` (CPU) seeded with :func:`hidden_seed` of ``tag``."""
+    import torch
+
+    return torch.Generator().manual_seed(hidden_seed(*tag))
+
+
+def _bits_per_character(value: str) -> float:
+    if value.isdigit():
+        return math.log2(10)
+    if all(ch in string.hexdigits for ch in value):
+        return math.log2(16)
+    if all(ch in string.ascii_letters + string.digits + "-_+/=" for ch in value):
+        return math.log2(64)
+    return math.log2(95)
+
+
+def secret_problem(value: str) -> str | None:
+    """Why ``value`` is too weak a secret for official grading, or None if it is strong enough.
+
+    Strong means at least :data:`SECRET_BITS` bits as a random string: 32 hex
+    digits, 22 URL-safe base64 characters (``secrets.token_urlsafe(16)``), 39
+    decimal digits. Make one with ``python -c "import secrets; print(secrets.token_hex(16))"``.
+    """
+    value = value.strip()
+    advice = f"make one with: {_MAKE_SECRET}"
     if not value:
-        return _DEFAULT_HIDDEN_SEED
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{GRADING_SEED_VAR}={value!r} must be an integer") from None
+        return f"it is empty; {advice}"
+    if value == PUBLIC_SECRET:
+        return f"it is the public default secret, which anyone can use to compute the hidden inputs; {advice}"
+    bits = len(value) * _bits_per_character(value)
+    if bits < SECRET_BITS:
+        return (f"it has about {bits:.0f} bits ({len(value)} characters); official grading needs at least "
+                f"{SECRET_BITS} (e.g. 32 hex digits); {advice}")
+    if len(set(value)) < 8:
+        return f"it repeats a few characters ({len(set(value))} different ones), not a random string; {advice}"
+    return None
 
 
-# --- references that are unavailable while the student's code runs --------------------------------
-def _owner(dotted: str) -> tuple[Any, str]:
-    """``"torch.nn.functional.conv2d"`` -> (the module torch.nn.functional, "conv2d")."""
-    parts = dotted.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            owner: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        for name in parts[cut:-1]:
-            owner = getattr(owner, name)
-        if not hasattr(owner, parts[-1]):
-            break
-        return owner, parts[-1]
-    raise ValueError(f"cannot forbid {dotted!r}: expected a dotted path to an attribute, e.g. "
-                     f"'torch.nn.functional.conv2d'")
+def secret_fingerprint() -> str:
+    """A short hash of the secret in use (16 hex digits): tells secrets apart, reveals nothing of them."""
+    return hashlib.sha256(b"course_utils.secret_fingerprint\x00" + _secret()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def blocked(names: Sequence[str], why: str = "this question asks you to write it yourself") -> Iterator[None]:
-    """Within the block, calling any of the dotted ``names`` raises :class:`ForbiddenReference`."""
-    saved = []
-    try:
-        for dotted in names:
-            owner, attr = _owner(dotted)
-            # An inherited class attribute is shadowed while blocked and then removed again, so the
-            # class ends up exactly as it was (not with a copy of its parent's attribute of its own).
-            inherited = isinstance(owner, type) and attr not in owner.__dict__
-            original = None if inherited else \
-                owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
-
-            def refuse(*args: Any, _name: str = dotted, **kwargs: Any) -> Any:
-                raise ForbiddenReference(f"{_name} cannot be used in this answer: {why}")
-
-            setattr(owner, attr, refuse)  # (raises for a read-only attribute: nothing to restore then)
-            saved.append((owner, attr, inherited, original))
-        yield
-    finally:
-        for owner, attr, inherited, original in reversed(saved):
-            if inherited:
-                delattr(owner, attr)
-            else:
-                setattr(owner, attr, original)
-
-
-def _guarded(fn: Any, forbid: Sequence[str]) -> Any:
-    """The student's function as a check calls it: references blocked, its warnings kept quiet.
+# --- the student's functions as a check calls them -------------------------------------------------
+def _guarded(fn: Any, guard: Guard, call: Callable[..., tuple[Any, int]], refuse: tuple[str, ...],
+             forbid: tuple[str, ...]) -> Any:
+    """The student's function as a check calls it: through the guard, its warnings and stderr kept quiet.
 
     nbgrader fails a test cell that writes to stderr; a warning raised by a correct
     answer must not cost the student anything, in their kernel or when graded.
     """
     if not callable(fn):
         return fn
-    if hasattr(fn, "with_forbidden"):  # a grading proxy: the worker does all this on its side
+    if hasattr(fn, "with_guard"):  # a grading proxy: the worker's guard does all this on its side
+        return fn.with_guard(refuse, forbid)
+    if hasattr(fn, "with_forbidden"):  # an older proxy: dotted names only (the worker cannot refuse operators)
         return fn.with_forbidden(forbid)
 
+    def counted(*args: Any, **kwargs: Any) -> tuple[Any, int]:
+        return call(guard, fn, args, kwargs, refuse=refuse, forbid=forbid)
+
     @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with blocked(forbid), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            return fn(*args, **kwargs)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        return call(guard, fn, args, kwargs, refuse=refuse, forbid=forbid)[0]
 
-    return call
+    guarded.counted = counted  # type: ignore[attr-defined]
+    return guarded
 
 
-def check(*, forbid: Sequence[str] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Declare a check. ``forbid``: dotted references the student's functions may not call.
+def operations(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, int]:
+    """Inside a check: ``(fn(*args, **kwargs), number of ATen operators the call dispatched)``.
+
+    ``fn`` is a student function as the check received it (a local function or a
+    grading proxy). A vectorized answer dispatches the same number of operators on
+    a small and a large input; a Python loop over positions dispatches more on the larger.
+    """
+    counted = getattr(fn, "counted", None)
+    if counted is None:
+        raise TypeError(f"operations() needs a student function as a check received it, got {fn!r}")
+    value, ops = counted(*args, **kwargs)
+    return value, int(ops)
+
+
+def check(*, refuse: Iterable[str] = (), forbid: Sequence[str] = ()) -> Callable[[Callable[..., None]],
+                                                                                  Callable[..., None]]:
+    """Declare a check. ``refuse``: PyTorch operators (``guard.CONVOLUTION_OPS``, ...) and ``forbid``:
+    dotted names outside torch that the student's functions may not use while the check calls them.
 
     The check receives the student's functions as positional arguments; each is
-    wrapped so that the forbidden references raise :class:`ForbiddenReference`
-    while it runs.
+    wrapped so that every call goes through the operator-level guard
+    (:mod:`course_utils.checks.guard`). A :class:`CheckFailure` reaches the student
+    with its message and without this package's frames in the traceback.
     """
+    refuse, forbid = tuple(refuse), tuple(forbid)
+    guard = install()                    # captured now: later changes to this module do not reach it
+    call = type(guard).call
+    for name in refuse:                  # a typo would refuse nothing: fail when the check is declared
+        qualified_op(name)
+
     def declare(body: Callable[..., None]) -> Callable[..., None]:
         @functools.wraps(body)
         def run(*functions: Any, **options: Any) -> None:
-            return body(*(_guarded(f, forbid) for f in functions), **options)
+            __tracebackhide__ = True  # noqa: F841 (IPython and pytest leave this frame out)
+            try:
+                return body(*(_guarded(f, guard, call, refuse, forbid) for f in functions), **options)
+            except CheckFailure as failure:  # the message is the whole story: no frames of the checks
+                raise failure.with_traceback(None) from None
 
-        run.forbid = tuple(forbid)  # type: ignore[attr-defined]
+        run.refuse = refuse  # type: ignore[attr-defined]
+        run.forbid = forbid  # type: ignore[attr-defined]
         return run
 
     return declare

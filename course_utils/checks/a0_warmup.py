@@ -2,25 +2,30 @@
 
 The reference is PyTorch itself: ``F.conv2d`` on ``meta`` tensors computes the
 output shape without computing anything, so the check never states the formula.
+While the student's function runs, that reference (and pooling, which computes
+the same size) is refused at PyTorch's dispatcher. Hidden cases are drawn from
+the instructor's secret (``hidden_random``), tagged with this assignment and the check.
 """
 
 from __future__ import annotations
 
 import functools
-import random
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from . import check, expect_equal, expect_raises, grading_seed, passed
+from . import check, expect_equal, expect_raises, hidden_random, passed
+from .guard import AVERAGE_POOLING_OPS, CONVOLUTION_OPS, POOLING_OPS
 
 __all__ = ["check_conv_output_size", "check_conv_output_size_errors"]
 
-# While the student's function runs, PyTorch's convolutions are unavailable: computing the
-# size by running one (even on shape-only "meta" tensors) would not be an answer.
-FORBID = ("torch.nn.functional.conv1d", "torch.nn.functional.conv2d", "torch.nn.functional.conv3d",
-          "torch.conv1d", "torch.conv2d", "torch.conv3d")
+ASSIGNMENT = "a0_warmup"
+
+# While the student's function runs, PyTorch's convolutions are refused at the dispatcher (however they
+# are reached): computing the size by running one, even on shape-only "meta" tensors, would not be an
+# answer. Pooling computes the same size (with dilation and padding), so it is refused too.
+REFUSE = CONVOLUTION_OPS + POOLING_OPS + AVERAGE_POOLING_OPS
 
 # (i, k, s, p, d): the worked examples of lecture 01 and a few edge cases.
 VISIBLE_CASES = [
@@ -53,8 +58,8 @@ def reference_output_size(i: int, k: int, s: int, p: int, d: int) -> int:
 
 
 def _hidden_cases(count: int = 40) -> list[tuple[int, int, int, int, int]]:
-    rng = random.Random(grading_seed())
-    cases = []
+    rng = hidden_random(ASSIGNMENT, "check_conv_output_size", "cases")
+    cases: list[tuple[int, int, int, int, int]] = []
     while len(cases) < count:
         i, k, s, p, d = rng.randint(1, 64), rng.randint(1, 9), rng.randint(1, 5), rng.randint(0, 4), rng.randint(1, 3)
         if i + 2 * p >= d * (k - 1) + 1:
@@ -62,7 +67,7 @@ def _hidden_cases(count: int = 40) -> list[tuple[int, int, int, int, int]]:
     return cases
 
 
-@check(forbid=FORBID)
+@check(refuse=REFUSE)
 def check_conv_output_size(conv_output_size: Callable[..., int], hidden: bool = False) -> None:
     """The output size matches PyTorch's on the worked examples (or the hidden cases)."""
     cases = _hidden_cases() if hidden else VISIBLE_CASES
@@ -71,12 +76,12 @@ def check_conv_output_size(conv_output_size: Callable[..., int], hidden: bool = 
     passed("conv_output_size" + (" (hidden cases)" if hidden else ""), len(cases))
 
 
-@check(forbid=FORBID)
+@check(refuse=REFUSE)
 def check_conv_output_size_errors(conv_output_size: Callable[..., int], hidden: bool = False) -> None:
     """Impossible settings raise ValueError; possible ones (even with a remainder) do not."""
     errors = list(VISIBLE_ERRORS)
     if hidden:
-        rng = random.Random(grading_seed() + 1)
+        rng = hidden_random(ASSIGNMENT, "check_conv_output_size_errors", "errors")
         for _ in range(10):
             k, d = rng.randint(2, 7), rng.randint(1, 3)
             i = rng.randint(1, d * (k - 1))  # always smaller than the dilated kernel
