@@ -22,6 +22,22 @@ ATTACKS: dict[str, tuple[list[str], list[tuple[int, int, str]]]] = {
     "guard replaced through alias": (
         ["import contextlib\nimport course_utils.checks as c\nc.blocked = lambda *a, **k: contextlib.nullcontext()"],
         [(0, 3, "replaces course_utils.checks.blocked (through alias c)")]),
+    "kernel called at a dispatch key through an alias": (
+        ["import torch\nop = torch.ops.aten.convolution.default\nkey = op.has_kernel_for_dispatch_key",
+         "y = op._op_dk(meta_key, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)"],
+        [(1, 1, "a private entry point to a PyTorch kernel")]),
+    "operator redispatched": (
+        ["import torch as _t\nconv = _t.ops.aten.convolution.default\nout = conv.redispatch(keys, x, w)"],
+        [(0, 3, "a private entry point to a PyTorch kernel")]),
+    "an allowed operator's kernel swapped": (
+        ["import torch\nadd = torch.ops.aten.add.Tensor\nadd._op = torch.ops.aten.convolution.default._op"],
+        [(0, 3, "a private entry point to a PyTorch kernel")]),
+    "PyTorch's shape formula": (
+        ["from torch._meta_registrations import pooling_output_shape as _size"],
+        [(0, 1, "PyTorch's private pure-Python references and shape formulas")]),
+    "PyTorch's shape functions through an alias": (
+        ["import torch.jit._shape_functions as sf\no = sf.conv_output_size([1, 1, 7, 7], [1, 1, 3, 3], None, [1], [0], [1], 1)"],
+        [(0, 1, "PyTorch's private pure-Python references and shape formulas")]),
     "guard module imported": (
         ["from course_utils.checks import guard"],
         [(0, 1, "imports course_utils.checks.guard (the checks' machinery)")]),

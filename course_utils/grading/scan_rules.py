@@ -50,7 +50,10 @@ _TRACE, _FRAMES = "a trace hook: sees every call, the grader's too", "the caller
 _PATHS = {"sys.monitoring": _TRACE, **dict.fromkeys(
     ("inspect.currentframe", "inspect.stack", "inspect.getouterframes", "inspect.getinnerframes", "inspect.trace",
      "traceback.walk_stack"), _FRAMES), **dict.fromkeys(
-    ("marshal.loads", "types.CodeType", "types.FunctionType"), "builds code at run time, which the scan cannot read")}
+    ("marshal.loads", "types.CodeType", "types.FunctionType"), "builds code at run time, which the scan cannot read"),
+    **dict.fromkeys(("torch._meta_registrations", "torch.jit._shape_functions", "torch._refs", "torch._decomp",
+                     "torch._prims", "torch._prims_common"),
+                    "PyTorch's private pure-Python references and shape formulas, which dispatch no operator")}
 # Methods that make a class of the student's take part in PyTorch's dispatch.
 DISPATCH_HOOKS = {"__torch_dispatch__", "__torch_function__"}
 # Names that say what they do whatever object they are reached through.
@@ -59,6 +62,8 @@ NAMED = {**dict.fromkeys(("get_referrers", "get_referents", "get_objects"), "fin
          **dict.fromkeys(("_getframe", "_current_frames", "f_back", "f_locals", "f_globals", "f_builtins", "tb_frame",
                           "gi_frame", "cr_frame"), _FRAMES),
          "__globals__": "another module's globals", "__subclasses__": "finds classes anywhere in the process",
+         **dict.fromkeys(("_op_dk", "redispatch", "py_kernels", "py_impl", "_op"),
+                         "a private entry point to a PyTorch kernel, past the guard"),
          **dict.fromkeys(("ast_transformers", "input_transformers_post", "input_transformers_cleanup",
                           "input_transformer_manager"), "changes how IPython reads cells")}
 CODE_ATTRS = {"__code__", "__globals__", "__defaults__", "__kwdefaults__", "__closure__", "cell_contents"}
