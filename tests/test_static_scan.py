@@ -36,7 +36,7 @@ ATTACKS: dict[str, tuple[list[str], list[tuple[int, int, str]]]] = {
         ["from torch._meta_registrations import pooling_output_shape as _size"],
         [(0, 1, "PyTorch's private pure-Python references and shape formulas")]),
     "PyTorch's shape functions through an alias": (
-        ["import torch.jit._shape_functions as sf\no = sf.conv_output_size([1, 1, 7, 7], [1, 1, 3, 3], None, [1], [0], [1], 1)"],
+        ["import torch.jit._shape_functions as sf\no = sf.conv_output_size([1, 1, 7, 7], [1, 1, 3, 3], None)"],
         [(0, 1, "PyTorch's private pure-Python references and shape formulas")]),
     "guard module imported": (
         ["from course_utils.checks import guard"],
