@@ -4,11 +4,11 @@
 #   make lab                 open JupyterLab on the course
 #   make test                the test suite (fast tier, < 10 minutes on 2 CPU cores)
 #   make start a0            copy a released assignment to work/<id>/ (never overwrites your copy)
-#   make check a0            run its visible checks there (nbgrader validate)
+#   make check a0            run its visible checks there: each failure in full, unanswered questions
 #   make release             regenerate assignments/ from solutions/ (instructors)
-#   make student-bundle      build dist/student-bundle.zip for a graded class (no solutions)
+#   make student-bundle      build dist/student-bundle.zip for a graded class (no solutions; student Makefile)
 #   make grade a0            grade submitted/ (or SUBMISSIONS=zip/folder): sandboxed, parallel, CSV
-#   make test-heavy          the slow tier: default-mode notebooks and other long checks
+#   make test-heavy          the slow tier: everything under tests/heavy/ (default mode, whole classes)
 #   make test-browser        the browser suite: lectures, widgets, nbgrader and the website in Chromium
 #   make site                the course website from the executed notebooks -> build/site/index.html
 #   make strip               remove outputs from stored notebooks (they are source)
@@ -80,6 +80,7 @@ check: env
 # ---------------------------------------------------------------------------
 # Tests (the README's test command is `make test`)
 # ---------------------------------------------------------------------------
+# tests/conftest.py marks everything under tests/heavy/ as heavy: `make test` leaves that folder out.
 test: env
 	"$(PY)" -m pytest -n $(JOBS) -m "not heavy" $(PYTEST_ARGS)
 
@@ -132,7 +133,8 @@ release: env
 student-bundle: env
 	"$(PY)" -m course_utils.assignments bundle
 
-# SUBMISSIONS: nbgrader's submitted/ (default), or an LMS zip or folder; GRADE_ARGS: e.g. --feedback
+# SUBMISSIONS: nbgrader's submitted/ (default), or an LMS zip or folder; GRADE_ARGS: e.g. --feedback.
+# Needs COURSE_GRADING_SEED (128 bits) and bubblewrap; it refuses otherwise (--practice, --no-sandbox).
 SUBMISSIONS ?= submitted
 grade: env
 	"$(PY)" -m course_utils.grading $(ID) $(SUBMISSIONS) $(GRADE_ARGS)

@@ -22,3 +22,10 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [ClearHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
+
+# Stock `nbgrader autograde` scores a test cell 0 for anything on stderr, so a correct answer whose own
+# logging handler writes there would lose the cell; the course's grader never scores stderr. Drop a test
+# cell's stderr before scoring, so both agree (course_utils/grading/stock.py).
+from course_utils.grading.stock import AUTOGRADE_PREPROCESSORS  # noqa: E402
+
+c.Autograde.autograde_preprocessors = AUTOGRADE_PREPROCESSORS

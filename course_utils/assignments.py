@@ -2,7 +2,7 @@
 
     python -m course_utils.assignments release            # solutions/ -> assignments/ (nbgrader)
     python -m course_utils.assignments start a0           # assignments/a0_warmup -> work/a0_warmup
-    python -m course_utils.assignments check a0           # nbgrader validate work/a0_warmup/*.ipynb
+    python -m course_utils.assignments check a0           # run work/a0_warmup/*.ipynb, report each check
     python -m course_utils.assignments bundle             # dist/student-bundle.zip (no solutions)
 
 The Makefile's ``release``, ``start``, ``check`` and ``student-bundle`` targets
@@ -13,18 +13,22 @@ unique prefix (``a0``). Nothing a student has written is ever overwritten.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .grading import COURSE_ROOT, assignment_ids, run_nbgrader
 
-__all__ = ["resolve", "release", "start", "check", "bundle"]
+__all__ = ["resolve", "release", "start", "check", "validate", "Validation", "bundle"]
 
-# What a graded class receives: everything a student needs, nothing with answers.
+# What a graded class receives: everything a student needs, nothing with answers. The README and the
+# Makefile are the students' own (docs/student_README.md, docs/student_Makefile: lab, start, check, help).
 BUNDLE_ITEMS = ("lectures", "assignments", "course_utils", "docs/syllabus.md", "docs/notation.md",
-                "requirements.txt", "environment.yml", "pyproject.toml", "Makefile", "LICENSE")
+                "requirements.txt", "environment.yml", "pyproject.toml", "LICENSE")
+STUDENT_FILES = {"README.md": "docs/student_README.md", "Makefile": "docs/student_Makefile"}
 BUNDLE_EXCLUDE = ("__pycache__", ".ipynb_checkpoints", "*.pyc", "*.egg-info")
 
 
@@ -71,8 +75,103 @@ def start(name: str | None, root: Path = COURSE_ROOT) -> Path:
     return target
 
 
+@dataclass
+class Validation:
+    """What ``make check`` found in one notebook: each problem with the full message a student can act on."""
+
+    notebook: Path
+    passed: list[str] = field(default_factory=list)                 # graded test cells that pass
+    failed: list[tuple[str, str]] = field(default_factory=list)     # (grade_id, the check's full message)
+    unanswered: list[str] = field(default_factory=list)             # questions still to answer, named
+    changed: list[str] = field(default_factory=list)                # locked or test cells that were edited
+    crashed: list[str] = field(default_factory=list)                # other cells that raised, with the error
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.unanswered or self.changed)
+
+    def text(self) -> str:
+        lines = [f"{self.notebook.name}: {len(self.passed)} of {len(self.passed) + len(self.failed)} "
+                 f"test cells pass"]
+        lines += [f"  ✗ {grade_id}: " + message.replace("\n", "\n      ") for grade_id, message in self.failed]
+        lines += [f"  ✗ edited cell {grade_id}: it is replaced by the original when grading; copy it back from "
+                  f"the released notebook" for grade_id in self.changed]
+        lines += [f"  ✗ not answered yet: {question}" for question in self.unanswered]
+        lines += [f"  ! {error}" for error in self.crashed]
+        if self.ok:
+            lines.append("Success! Your notebook passes all the tests.")
+        return "\n".join(lines)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _question(cells: list, index: int) -> str:
+    """A cell's grade id with the heading of the question it answers (the nearest markdown heading above)."""
+    grade_id = cells[index].metadata["nbgrader"]["grade_id"]
+    for cell in reversed(cells[:index]):
+        if cell.cell_type == "markdown":
+            heading = next((line.lstrip("#").strip() for line in cell.source.splitlines() if line.startswith("#")),
+                           None)
+            if heading:
+                return f"{grade_id} ({heading})"
+    return grade_id
+
+
+def validate(notebook: Path, timeout: float = 300) -> Validation:
+    """Run a student's notebook top to bottom as ``nbgrader validate`` does, and read each test cell's verdict.
+
+    A failing test cell gives the check's whole message (``CheckFailure: ...``), never a traceback;
+    written answers still reading ``YOUR ANSWER HERE`` and code still raising ``NotImplementedError``
+    are named.
+    """
+    import os
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbgrader.utils import compute_checksum
+
+    nb = nbformat.read(notebook, as_version=4)
+    report = Validation(notebook)
+    for index, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("locked") and meta.get("checksum") and compute_checksum(cell) != meta["checksum"]:
+            report.changed.append(meta.get("grade_id", f"cell {index}"))
+        if meta.get("solution") and ("YOUR ANSWER HERE" in cell.source or "raise NotImplementedError()" in
+                                     cell.source):
+            report.unanswered.append(_question(nb.cells, index))
+    saved = {k: os.environ.get(k) for k in ("NBGRADER_EXECUTION", "NBGRADER_VALIDATING")}
+    os.environ.update(NBGRADER_EXECUTION="validate", NBGRADER_VALIDATING="1")
+    try:
+        NotebookClient(nb, timeout=timeout, allow_errors=True,
+                       kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
+                       resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    for index, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code":
+            continue
+        errors = [_ANSI.sub("", f"{o.ename}: {o.evalue}".rstrip(": ")) for o in cell.outputs
+                  if o.output_type == "error"]
+        if not meta.get("grade") or meta.get("solution"):  # the student's own cell: context for what fails
+            if errors and not (meta.get("solution") and "raise NotImplementedError()" in cell.source):
+                report.crashed.append(f"cell {index + 1}{' (' + meta['grade_id'] + ')' if 'grade_id' in meta else ''}"
+                                      f" raised {errors[0]}")
+            continue
+        if errors:
+            report.failed.append((meta["grade_id"], "\n".join(errors)))
+        else:
+            report.passed.append(meta["grade_id"])
+    return report
+
+
 def check(name: str | None, root: Path = COURSE_ROOT) -> bool:
-    """Run the visible checks of ``work/<id>/`` with nbgrader validate; True if all pass."""
+    """Run the visible checks of ``work/<id>/``; print each problem in full; True if all pass and all is answered."""
     aid = resolve(name, root)
     folder = root / "work" / aid
     if not folder.is_dir():
@@ -82,14 +181,9 @@ def check(name: str | None, root: Path = COURSE_ROOT) -> bool:
         raise CourseError(f"no notebook in {folder.relative_to(root)}")
     ok = True
     for notebook in notebooks:
-        try:
-            result = run_nbgrader(["validate", str(notebook)], folder)
-        except RuntimeError as err:
-            print(err, file=sys.stderr)
-            return False
-        print(result.stdout.strip())
-        text = result.stdout
-        ok = ok and "Success! Your notebook passes all the tests." in text
+        report = validate(notebook)
+        print(report.text())
+        ok = ok and report.ok
     return ok
 
 
@@ -110,7 +204,8 @@ def bundle(root: Path = COURSE_ROOT, output: Path | None = None) -> Path:
             shutil.copytree(source, target, ignore=shutil.ignore_patterns(*BUNDLE_EXCLUDE))
         else:
             shutil.copy2(source, target)
-    shutil.copy2(root / "docs" / "student_README.md", staging / "README.md")
+    for name, source_name in STUDENT_FILES.items():
+        shutil.copy2(root / source_name, staging / name)
     with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(staging.rglob("*")):
             if path.is_file():

@@ -10,6 +10,16 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+HEAVY = Path(__file__).resolve().parent / "heavy"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection, which reads the markers
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/heavy/ is the slow tier (`make test-heavy`), whatever its file says."""
+    for item in items:
+        if HEAVY in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.heavy)
+
 
 @pytest.fixture
 def fast_mode(monkeypatch):

@@ -1,5 +1,6 @@
 """make start / check / student-bundle, through course_utils.assignments, in a copy of the course."""
 
+import re
 import shutil
 import zipfile
 
@@ -62,3 +63,39 @@ def test_student_bundle_has_no_solutions(course):
     assert "dl4cv/docs/instructor.md" not in names
     released = zipfile.ZipFile(out).read("dl4cv/assignments/a0_warmup/a0_warmup.ipynb").decode()
     assert "BEGIN SOLUTION" not in released and "HIDDEN TESTS" not in released
+
+
+def test_student_bundle_has_the_students_makefile(course, tmp_path):
+    import subprocess
+
+    out = assignments.bundle(course, course / "dist" / "bundle.zip")
+    zipfile.ZipFile(out).extractall(tmp_path / "unpacked")
+    makefile = (tmp_path / "unpacked" / "dl4cv" / "Makefile").read_text()
+    assert makefile == (COURSE_ROOT / "docs" / "student_Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][\w-]*):(?!=)", makefile, flags=re.M))
+    assert targets == {"help", "env", "lab", "start", "check"}
+    shown = subprocess.run(["make", "help"], cwd=tmp_path / "unpacked" / "dl4cv", capture_output=True, text=True)
+    assert shown.returncode == 0 and "make check a0" in shown.stdout and "make test" not in shown.stdout
+
+
+WRONG_SIZE = "def conv_output_size(i, k, s=1, p=0, d=1):\n    return i - k + 1\n"
+
+
+@pytest.mark.nbgrader
+def test_check_prints_each_failure_in_full_and_names_unanswered_questions(course, capsys):
+    import nbformat
+
+    target = assignments.start("a0", course)
+    nb = nbformat.read(target / "a0_warmup.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "conv_output_size":
+            cell.source = WRONG_SIZE
+    nbformat.write(nb, target / "a0_warmup.ipynb")
+    capsys.readouterr()
+    assert assignments.check("a0", course) is False
+    out = capsys.readouterr().out
+    failures = [line for line in out.splitlines() if line.startswith("  ✗ test_conv_output_size")]
+    assert len(failures) == 2 and all(len(line) > 90 for line in failures), out  # nothing cut at 90 characters
+    assert "CheckFailure: conv_output_size(" in out and "expected" in out
+    assert "Traceback" not in out and "File " not in out and "---->" not in out and "..." not in out
+    assert "not answered yet: leftover_answer" in out and "Success!" not in out

@@ -1,40 +1,74 @@
-"""The instructor's command end to end on a tiny class: scores in the gradebook and the CSV, resumable.
+"""The instructor's command end to end on a tiny class: gradebook, cumulative CSV, late penalty, regrading.
 
 The hostile class (tampering, crashes, timeouts, LMS zips, feedback) is in tests/heavy/.
 """
 
+from __future__ import annotations
+
 import csv
+import os
+import secrets
 import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
-from course_utils.grading import COURSE_ROOT
+from course_utils.grading import COURSE_ROOT, cli, nbgrader_env, pipeline, store
+from course_utils.grading.results import NotebookResult
 from course_utils.grading.sandbox import bubblewrap_problem
+from course_utils.grading.session import Timeouts
 
+SECRET = secrets.token_hex(16)  # a strong secret, new for every test session
+SANDBOX = [] if bubblewrap_problem() is None else ["--no-sandbox"]
 CORRECT = """def conv_output_size(i, k, s=1, p=0, d=1):
     if min(k, s, d) < 1 or p < 0 or i + 2 * p < d * (k - 1) + 1:
         raise ValueError("no output")
     return (i + 2 * p - d * (k - 1) - 1) // s + 1
 """
+# A course-wide late policy as an instructor writes it: 10% of the score for any late submission.
+LATE_POLICY = '''
+from nbgrader.plugins import LateSubmissionPlugin
 
 
-def run_grader(course, *extra):
-    done = subprocess.run([sys.executable, "-m", "course_utils.grading", "a0_warmup", "subs", "--root", str(course),
-                           "--jobs", "2", *extra], cwd=course, capture_output=True, text=True, timeout=600)
+class TenPercentLate(LateSubmissionPlugin):
+    def late_submission_penalty(self, student_id, score, total_seconds_late):
+        return 0.1 * score if total_seconds_late > 0 else 0.0
+
+
+c.AssignLatePenalties.plugin_class = TenPercentLate
+'''
+
+
+def run_grader(course: Path, source: str = "subs", *extra: str, env: dict | None = None) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "course_utils.grading", "a0_warmup", source, "--root", str(course),
+                           "--jobs", "2", *SANDBOX, *extra], cwd=course, capture_output=True, text=True,
+                          timeout=600, env=nbgrader_env({"COURSE_GRADING_SEED": SECRET, **(env or {})}))
     return done.returncode, done.stdout + done.stderr
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory):
-    root = tmp_path_factory.mktemp("course")
+def new_course(root: Path) -> Path:
+    root.mkdir(parents=True)
     for name in ("nbgrader_config.py", "solutions", "assignments"):
         (shutil.copytree if (COURSE_ROOT / name).is_dir() else shutil.copy)(COURSE_ROOT / name, root / name)
     return root
 
 
-def test_a_class_is_graded_into_the_gradebook_and_the_csv(course, make_submission):
+def rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["student"]: row for row in csv.DictReader(f)}
+
+
+def test_a_class_graded_in_batches_ends_in_one_csv_that_is_the_gradebook(tmp_path, make_submission, monkeypatch,
+                                                                         capsys):
+    course = new_course(tmp_path / "course")
+    with open(course / "nbgrader_config.py", "a", encoding="utf-8") as f:
+        f.write(LATE_POLICY)
+    subprocess.run([sys.executable, "-m", "nbgrader", "db", "assignment", "add", "a0_warmup",
+                    "--duedate=2026-02-10 17:00:00 UTC"], cwd=course, env=nbgrader_env(), check=True,
+                   capture_output=True, timeout=300)
     alice = {"conv_output_size": CORRECT, "leftover_answer": "Two; the last column is never used."}
     for student, answers in {"alice": alice, "bob": {}}.items():
         target = course / "subs" / student / "a0_warmup"
@@ -45,27 +79,85 @@ def test_a_class_is_graded_into_the_gradebook_and_the_csv(course, make_submissio
     (carol / "a0_warmup.ipynb").write_text('{"cells": [', encoding="utf-8")  # cut off mid-upload
     originals = {p: p.read_bytes() for p in (course / "subs").rglob("*.ipynb")}
 
-    sandbox = [] if bubblewrap_problem() is None else ["--no-sandbox"]
-    code, output = run_grader(course, *sandbox)
+    # 1. the first batch
+    code, output = run_grader(course)
     assert code == 0, output
-    assert "3 notebooks of 3 students: 3 graded now" in output
+    assert "3 notebooks of 3 students: 3 graded now" in output and "new: 3 to grade" in output
     assert "carol" in output and "NOT GRADED (invalid notebook): needs review" in output
-
-    rows = {row["student"]: row for row in csv.DictReader(open(course / "grades-a0_warmup.csv", encoding="utf-8"))}
-    assert (rows["alice"]["test_conv_output_size"], rows["alice"]["test_conv_output_size_errors"]) == ("3", "1")
-    assert rows["alice"]["leftover_answer"] == "needs manual grade" and rows["alice"]["autograded"] == "4"
-    assert rows["bob"]["autograded"] == "0" and rows["bob"]["status"] == "graded"
-    assert rows["carol"]["status"].startswith("NOT GRADED") and rows["carol"]["test_conv_output_size"] == ""
-
-    from nbgrader.api import Gradebook
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        assert gradebook.find_submission("a0_warmup", "alice").score == 4
-        assert gradebook.find_submission("a0_warmup", "bob").score == 0
-        assert gradebook.find_grade("leftover_answer", "a0_warmup", "a0_warmup", "alice").needs_manual_grade
+    assert "1 point awaits hand grading (1 student)" in output
+    first = rows(course / "grades-a0_warmup.csv")
+    assert (first["alice"]["test_conv_output_size"], first["alice"]["test_conv_output_size_errors"]) == ("3", "1")
+    assert first["alice"]["leftover_answer"] == "needs manual grade" and first["alice"]["autograded"] == "4"
+    assert (first["alice"]["pending_manual"], first["alice"]["score"], first["alice"]["late_penalty"]) == \
+        ("1", "4", "0")
+    assert first["bob"]["autograded"] == "0" and first["bob"]["status"] == "graded"
+    assert first["bob"]["pending_manual"] == "0"  # an unanswered written question scores 0 by itself
+    failures = first["bob"]["failures"].splitlines()  # one full message per failed check
+    assert [f.split(":")[0] for f in failures] == ["test_conv_output_size", "test_conv_output_size_errors"]
+    assert all("is not implemented yet" in f for f in failures)
+    assert first["carol"]["status"].startswith("NOT GRADED") and first["carol"]["test_conv_output_size"] == ""
     assert {p: p.read_bytes() for p in originals} == originals  # the submissions were not touched
 
-    code, output = run_grader(course, *sandbox)  # nothing new: nothing is graded again
-    assert code == 0 and "0 graded now" in output, output
+    # 2. a second batch from the LMS, late: the first batch stays, nbgrader's late penalty applies
+    download = tmp_path / "late.zip"
+    with zipfile.ZipFile(download, "w") as zf:
+        entry = zipfile.ZipInfo("davedoe_LATE_1_2_a0_warmup.ipynb", date_time=(2026, 2, 11, 9, 0, 0))
+        zf.writestr(entry, make_submission({"conv_output_size": CORRECT}, name="dave").read_bytes())
+    code, output = run_grader(course, str(download))
+    assert code == 0, output
+    assert "1 notebooks of 1 students: 1 graded now" in output
+    second = rows(course / "grades-a0_warmup.csv")
+    assert sorted(second) == ["alice", "bob", "carol", "davedoe"]
+    assert {k: v for k, v in second.items() if k != "davedoe"} == first
+    assert (second["davedoe"]["autograded"], second["davedoe"]["late_penalty"], second["davedoe"]["score"]) == \
+        ("4", "0.4", "3.6")
+
+    # 3. hand grading reaches the CSV on the next run, with nothing graded again
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        assert gradebook.find_submission("a0_warmup", "alice").score == 4
+        grade = gradebook.find_grade("leftover_answer", "a0_warmup", "a0_warmup", "alice")
+        assert grade.needs_manual_grade
+        grade.manual_score, grade.needs_manual_grade = 1, False  # what formgrader's grade form does
+        gradebook.db.commit()
+    code, output = run_grader(course)
+    assert code == 0 and "0 graded now, 3 from earlier runs" in output, output
+    assert "await" not in output
+    third = rows(course / "grades-a0_warmup.csv")
+    assert (third["alice"]["leftover_answer"], third["alice"]["manual"], third["alice"]["pending_manual"],
+            third["alice"]["score"]) == ("1", "1", "0", "5")
+
+    # the CSV's score is nbgrader export's, student by student
+    subprocess.run([sys.executable, "-m", "nbgrader", "export"], cwd=course, env=nbgrader_env(), check=True,
+                   capture_output=True, timeout=300)
+    exported = {r["student_id"]: r for r in csv.DictReader(open(course / "grades.csv", encoding="utf-8"))}
+    for student in ("alice", "bob", "davedoe"):
+        assert float(third[student]["score"]) == pytest.approx(float(exported[student]["score"]))
+    assert "carol" not in exported and third["carol"]["score"] == ""  # never a plain 0 for an ungraded notebook
+
+    # 4. the checks change (their package digest, as after an edit of checks/__init__.py): regraded, and why
+    real = store.package_digest
+    monkeypatch.setattr(store, "package_digest", lambda folder: "edited" if folder.name == "checks" else real(folder))
+    monkeypatch.setenv("COURSE_GRADING_SEED", SECRET)
+    monkeypatch.setenv("PATH", os.environ["PATH"])
+    capsys.readouterr()
+    assert cli.main(["a0_warmup", str(download), "--root", str(course), "--jobs", "1", *SANDBOX]) == 0
+    output = capsys.readouterr().out
+    assert "1 graded now, 0 from earlier runs" in output and "checks changed: 1 to regrade" in output, output
+    kept = store.ResultStore.of(course, "a0_warmup").load("davedoe", "a0_warmup")
+    assert kept is not None and kept.key_parts["checks"] == "edited"
+
+
+def test_nothing_matched_is_an_error_that_writes_nothing(tmp_path):
+    course = new_course(tmp_path / "course")
+    download = tmp_path / "download"
+    download.mkdir()
+    (download / "notes.ipynb").write_text("{}")
+    before = sorted(p.relative_to(course) for p in course.rglob("*"))
+    code, output = run_grader(course, str(download))
+    assert code == 2 and "0 notebooks matched" in output and "notes.ipynb" in output and "Traceback" not in output
+    assert sorted(p.relative_to(course) for p in course.rglob("*")) == before  # no CSV, gradebook or results
 
 
 def test_bad_arguments_say_what_was_expected(tmp_path):
@@ -74,7 +166,139 @@ def test_bad_arguments_say_what_was_expected(tmp_path):
     assert done.returncode == 2 and "expected nbgrader_config.py there" in done.stderr
 
 
-def test_a_missing_submissions_folder_is_named(course):
-    done = subprocess.run([sys.executable, "-m", "course_utils.grading", "a0", "nowhere", "--root", str(course)],
-                          cwd=course, capture_output=True, text=True)
-    assert done.returncode == 2 and "no submissions at" in done.stderr and "Traceback" not in done.stderr
+def test_a_missing_submissions_folder_is_named(tmp_path):
+    course = new_course(tmp_path / "course")
+    code, output = run_grader(course, "nowhere")
+    assert code == 2 and "no submissions at" in output and "Traceback" not in output
+
+
+@pytest.fixture
+def bare_course(tmp_path, monkeypatch):
+    """A course folder where grading stops right after the refusals (there are no submissions)."""
+    course = new_course(tmp_path / "course")
+    monkeypatch.setenv("PATH", os.environ["PATH"])
+    return course
+
+
+def grade_nothing(course: Path, *extra: str) -> list[str]:
+    return ["a0_warmup", str(course / "nowhere"), "--root", str(course), *extra]
+
+
+def test_grading_without_bubblewrap_is_refused_unless_asked(bare_course, monkeypatch, capsys):
+    from course_utils.grading import sandbox
+
+    monkeypatch.setenv("COURSE_GRADING_SEED", SECRET)
+    monkeypatch.setattr(sandbox, "bubblewrap_problem", lambda: "bubblewrap not found: install it")
+    assert cli.main(grade_nothing(bare_course)) == 2
+    err = capsys.readouterr().err
+    assert "refused: the sandbox cannot run here: bubblewrap not found" in err and "--no-sandbox" in err
+    assert cli.main(grade_nothing(bare_course, "--no-sandbox")) == 2
+    assert "no submissions at" in capsys.readouterr().err  # it went on to grading
+
+
+@pytest.mark.parametrize("secret", [None, "", "20240917", "my course secret"])
+def test_a_weak_secret_is_refused_for_official_grading(bare_course, monkeypatch, capsys, secret):
+    if secret is None:
+        monkeypatch.delenv("COURSE_GRADING_SEED", raising=False)
+    else:
+        monkeypatch.setenv("COURSE_GRADING_SEED", secret)
+    assert cli.main(grade_nothing(bare_course, "--no-sandbox")) == 2
+    err = capsys.readouterr().err
+    assert "refused: COURSE_GRADING_SEED is too weak for official grading" in err and "token_hex(16)" in err
+    assert "--practice" in err and "no submissions at" not in err
+    assert cli.main(grade_nothing(bare_course, "--no-sandbox", "--practice")) == 2
+    err = capsys.readouterr().err
+    assert "PRACTICE RUN" in err and "not official" in err and "no submissions at" in err
+
+
+def test_notebook_timeout_reaches_the_session(monkeypatch, bare_course):
+    seen = {}
+
+    def fake_grade_class(*args, timeouts, **kwargs):
+        seen["timeouts"] = timeouts
+        raise ValueError("stop here")
+
+    monkeypatch.setenv("COURSE_GRADING_SEED", SECRET)
+    monkeypatch.setattr(pipeline, "grade_class", fake_grade_class)
+    cli.main(grade_nothing(bare_course, "--no-sandbox", "--notebook-timeout", "42", "--cell-timeout", "7"))
+    assert (seen["timeouts"].notebook, seen["timeouts"].cell) == (42, 7)
+
+
+# --- the results store's fingerprint -----------------------------------------------------------------
+@pytest.fixture
+def parts(monkeypatch):
+    monkeypatch.setenv("COURSE_GRADING_SEED", SECRET)
+
+    def make(**changes) -> dict[str, str]:
+        options = {"timeouts": Timeouts(), "sandboxed": True, "submitted_at": ""} | changes
+        return store.key_parts(COURSE_ROOT, "a0_warmup", "a0_warmup", "abc", **options)
+
+    return make
+
+
+def stored(parts: dict[str, str]) -> NotebookResult:
+    return NotebookResult("a0_warmup", student="s", key=store.fingerprint(parts), key_parts=parts)
+
+
+def test_a_stored_result_stands_while_nothing_that_decides_it_changes(parts):
+    assert store.why_regrade(stored(parts()), parts()) is None
+    assert store.why_regrade(None, parts()) == "new"
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda mp: mp.setattr(store, "package_digest",
+                           lambda f, real=store.package_digest: "x" if f.name == "checks" else real(f)),
+     "checks changed"),
+    (lambda mp: mp.setattr(store, "package_digest",
+                           lambda f, real=store.package_digest: "x" if f.name == "grading" else real(f)),
+     "grader changed"),
+    (lambda mp: mp.setenv("COURSE_GRADING_SEED", secrets.token_hex(16)), "secret changed"),
+])
+def test_a_change_of_code_or_secret_regrades(parts, monkeypatch, change, reason):
+    before = stored(parts())
+    change(monkeypatch)
+    assert store.why_regrade(before, parts()) == reason
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"timeouts": Timeouts(cell=301)}, "timeouts and limits changed"),
+    ({"sandboxed": False}, "sandbox changed"),
+    ({"submitted_at": "2026-02-11 09:00:00.000000 UTC"}, "submission time changed"),
+])
+def test_a_change_of_settings_regrades(parts, changes, reason):
+    assert store.why_regrade(stored(parts()), parts(**changes)) == reason
+
+
+def test_every_source_of_a_verdict_is_in_the_fingerprint(parts):
+    assert set(parts()) == {"submission", "source notebook", "release notebook", "checks", "grader",
+                            "timeouts and limits", "sandbox", "secret", "submission time", "versions"}
+    assert store.package_digest(COURSE_ROOT / "course_utils" / "checks") != \
+        store.package_digest(COURSE_ROOT / "course_utils" / "grading")
+
+
+def test_a_result_is_read_back_whole_or_not_at_all(tmp_path):
+    results = store.ResultStore(tmp_path, "a0_warmup")
+    result = NotebookResult("a0_warmup", student="s", key="k", key_parts={"checks": "c"})
+    results.save(result)
+    assert results.load("s", "a0_warmup") == result
+    results.path("s", "a0_warmup").write_text('{"tests": [')  # damaged: graded again, never a crash
+    assert results.load("s", "a0_warmup") is None
+
+
+# --- one submission never stops a class run -------------------------------------------------------
+class Gone(BaseException):
+    """Like the session's StudentGone and GradingError: not an Exception."""
+
+
+@pytest.mark.parametrize("error", [Gone("the worker died again on restart"), RecursionError("deep"), KeyError(None)])
+def test_grade_one_turns_any_failure_into_a_grader_error_row(tmp_path, monkeypatch, error):
+    from course_utils.grading import session
+
+    def explode(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(session, "grade_notebook", explode)
+    job = pipeline._Job("s", tmp_path / "a0_warmup.ipynb", {"submission": "abc"}, ())
+    done, result, message = pipeline._grade_one(str(tmp_path), "a0_warmup", job, Timeouts(), False, str(tmp_path))
+    assert done == job and result is None and message.startswith(type(error).__name__)
+    assert not list(tmp_path.rglob("*.json"))  # no score stored

@@ -11,8 +11,6 @@ cells, scoring, late penalties, the gradebook. So formgrader, manual grading,
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import nbformat
@@ -22,15 +20,10 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
                                     OverwriteKernelspec, SaveAutoGrades)
 from traitlets import Unicode
 
-__all__ = ["TrustedResults", "file_digest", "result_path", "record_grades"]
+from .results import CellResult
+from .store import ResultStore
 
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def result_path(results_dir: Path, assignment: str, student: str, notebook: str) -> Path:
-    return Path(results_dir) / assignment / student / f"{notebook}.json"
+__all__ = ["TrustedResults", "record_grades", "nbgrader_api"]
 
 
 def _stream(text: str) -> nbformat.NotebookNode:
@@ -50,12 +43,12 @@ class TrustedResults(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
         student, assignment, notebook = info["student"], info["assignment"], info["notebook"]
-        path = result_path(Path(self.results_dir), assignment, student, notebook)
-        if not path.is_file():
-            raise RuntimeError(f"no trusted result for {student}/{assignment}/{notebook}: expected {path}; "
-                               f"run the course's grading command")
-        result = json.loads(path.read_text(encoding="utf-8"))
-        tests, runs = result["tests"], {run["index"]: run for run in result["runs"]}
+        store = ResultStore(Path(self.results_dir), assignment)
+        result = store.load(student, notebook)
+        if result is None:
+            raise RuntimeError(f"no trusted result for {student}/{assignment}/{notebook}: expected "
+                               f"{store.path(student, notebook)}; run the course's grading command")
+        tests, runs = result.tests, {run.index: run for run in result.runs}
         present = set()
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
@@ -66,9 +59,9 @@ class TrustedResults(NbGraderPreprocessor):
                 cell.outputs = self._test_outputs(tests[grade_id])
             elif index in runs:
                 run = runs[index]
-                cell.outputs = [_stream(run["stdout"])] if run.get("stdout") else []
-                if run.get("error"):
-                    cell.outputs.append(_error(run["error"]["ename"], run["error"]["evalue"]))
+                cell.outputs = [_stream(run.stdout)] if run.stdout else []
+                if run.error:
+                    cell.outputs.append(_error(str(run.error.get("ename", "Error")), str(run.error.get("evalue", ""))))
         missing = [g for g in tests if g not in present]
         if missing:  # a deleted test cell is put back, so the gradebook scores it
             source = nbformat.read(Path(self.source_dir) / assignment / f"{notebook}.ipynb", as_version=4)
@@ -79,10 +72,10 @@ class TrustedResults(NbGraderPreprocessor):
         return nb, resources
 
     @staticmethod
-    def _test_outputs(test: dict) -> list:
-        outputs = [_stream(test["output"])] if test.get("output") else []
-        if not test["passed"]:
-            outputs.append(_error(test.get("error_name") or "CheckFailure", test.get("feedback") or "failed"))
+    def _test_outputs(test: CellResult) -> list:
+        outputs = [_stream(test.output)] if test.output else []
+        if not test.passed:
+            outputs.append(_error(test.error_name or "CheckFailure", test.feedback or "failed"))
         return outputs
 
 
@@ -106,7 +99,8 @@ PREPROCESSORS = [TrustedResults, IgnorePattern, ClearMetadataPreprocessor, Limit
 SANITIZERS = [ClearOutput, DropDuplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
 
 
-def _api(root: Path, results_dir: Path):
+def nbgrader_api(root: Path, results_dir: Path):
+    """nbgrader's API for the course at ``root``, its autograde step replaced by :class:`TrustedResults`."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
@@ -132,11 +126,10 @@ def record_grades(root: Path, assignment: str, students: list[str], results_dir:
 
     warnings.filterwarnings("ignore", module="nbgrader")  # SQLAlchemy autoflush chatter from nbgrader's api
     warnings.filterwarnings("ignore", message=".*not in session.*")
-    api = _api(root, results_dir)
+    api = nbgrader_api(root, results_dir)
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
-        try:
-            gradebook.find_assignment(assignment)
-            known = True
+        try:  # added with `nbgrader db assignment add` (a due date) but never generated: no notebooks yet
+            known = bool(gradebook.find_assignment(assignment).notebooks)
         except MissingEntry:
             known = False
     if not known:  # nbgrader learns the graded cells only from generate_assignment with its database

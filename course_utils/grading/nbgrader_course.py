@@ -146,7 +146,7 @@ def release_differences(generated: Path, committed: Path) -> list[str]:
             a, b = _notebook_json(new), _notebook_json(old)
             if a != b:
                 cells_a, cells_b = a.get("cells", []), b.get("cells", [])
-                where = next((i for i, (x, y) in enumerate(zip(cells_a, cells_b)) if x != y),
+                where = next((i for i, (x, y) in enumerate(zip(cells_a, cells_b, strict=False)) if x != y),
                              min(len(cells_a), len(cells_b)))
                 problems.append(f"{committed / rel} differs from the generated release (first at cell {where}); "
                                 f"run `make release`")

@@ -20,9 +20,11 @@ import contextlib
 import csv
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -37,9 +39,9 @@ import pytest
 
 from course_utils.checks import a0_warmup as checks
 from course_utils.grading.nbgrader_course import COURSE_ROOT, nbgrader_env
+from course_utils.grading.results import NotebookResult
 from course_utils.grading.sandbox import bubblewrap_problem
 
-pytestmark = pytest.mark.heavy
 
 PROBLEM = bubblewrap_problem()
 if PROBLEM is not None:
@@ -47,7 +49,7 @@ if PROBLEM is not None:
 
 ASSIGNMENT = "a0_warmup"
 SIZES, ERRORS = "test_conv_output_size", "test_conv_output_size_errors"  # 3 and 1 autograded points
-SEED = "20240917"                   # the instructor's secret grading seed
+SEED = secrets.token_hex(16)        # the instructor's secret (128 bits: official grading refuses less)
 # seconds: short, so the hanging students cost little, yet far above a normal cell's (importing torch: ~3 s)
 CELL_TIMEOUT, CALL_TIMEOUT = 20, 10
 
@@ -247,6 +249,18 @@ CLASS = {
 RESUBMISSION = CORRECT
 # LMS download (Canvas names, no underscores in ids): twins of two students above, graded the same
 LMS = {"zipcorrect_1001_2001_a0_warmup.ipynb": "correct", "ziptamper_1002_2002_a0_warmup-1.ipynb": "edit_test_cell"}
+# Malformed or odd LMS files (None: the correct notebook as is; {}: not a zip at all; else a student's zip):
+# each ends in a row (or, for an unusable id, a note), and no one else's grading is disturbed.
+LMS_HOSTILE = {
+    "brokenzip_1003_2003_work.zip": {},
+    "dirclash_1004_2004_work.zip": {f"{ASSIGNMENT}.ipynb": "CORRECT", f"{ASSIGNMENT}.ipynb/x.txt": "x"},
+    ".._1005_2005_a0_warmup.ipynb": None,
+    "jürgen_1006_2006_a0_warmup.ipynb": None,
+    "ckpt_1007_2007_work.zip": {f"{ASSIGNMENT}.ipynb": "CORRECT",
+                                f".ipynb_checkpoints/{ASSIGNMENT}-checkpoint.ipynb": "BLANK"},
+    "extra_1008_2008_work.zip": {f"{ASSIGNMENT}.ipynb": "CORRECT", "scratch.ipynb": "BLANK"},
+    "bomb_1009_2009_work.zip": {f"{ASSIGNMENT}.ipynb": "CORRECT", "zeros.bin": bytes(300 * 2**20)},
+}
 
 
 # --- building the class -------------------------------------------------------------------------------
@@ -324,6 +338,18 @@ def run_scenario(folder: Path) -> dict:
         for lms_name, twin in LMS.items():
             zf.write(subs / twin / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", lms_name)
         zf.writestr("stray.ipynb", "{}")  # no student in the name: skipped with a note
+        correct, blank = (subs / twin / ASSIGNMENT / f"{ASSIGNMENT}.ipynb" for twin in ("correct", "resubmits"))
+        for lms_name, files in LMS_HOSTILE.items():
+            if files is None:  # a plain notebook, the correct one
+                zf.write(correct, lms_name)
+                continue
+            inner = io.BytesIO()
+            with zipfile.ZipFile(inner, "w", compression=zipfile.ZIP_DEFLATED) as student_zip:
+                for name, content in files.items():
+                    data = {"CORRECT": correct.read_bytes(), "BLANK": blank.read_bytes()}.get(content, content)
+                    student_zip.writestr(name, data)
+            zf.writestr(lms_name, inner.getvalue() if files else b"PK this is not a zip",
+                        compress_type=zipfile.ZIP_DEFLATED)
     # the gradebook exists before grading, so the snoop has something to try to read
     subprocess.run([sys.executable, "-m", "nbgrader", "db", "upgrade"], cwd=root, env=nbgrader_env(), check=True,
                    capture_output=True, timeout=300)
@@ -380,14 +406,14 @@ def scenario(tmp_path_factory) -> dict:
 
 
 # --- what the tests read --------------------------------------------------------------------------
-def first_result(scenario: dict, student: str) -> dict:
+def first_result(scenario: dict, student: str) -> NotebookResult:
     """The trusted grader's result for ``student`` from the first run."""
     path = scenario["folder"] / "results-first" / ASSIGNMENT / student / f"{ASSIGNMENT}.json"
-    return json.loads(path.read_text())
+    return NotebookResult.from_json(json.loads(path.read_text()))
 
 
-def all_flags(result: dict) -> list[str]:
-    return result["flags"] + [f for t in result["tests"].values() for f in t.get("flags", [])]
+def all_flags(result: NotebookResult) -> list[str]:
+    return result.all_flags
 
 
 def gradebook(scenario: dict) -> dict[str, dict[str, float]]:
@@ -427,7 +453,7 @@ def test_scores_in_csv_and_gradebook(scenario, student):
     sizes, errors = CLASS[student].points
     row = scenario["first"]["rows"][student]
     result = first_result(scenario, student)
-    failures = {g: t["failure"] for g, t in result["tests"].items() if not t["passed"]}
+    failures = {g: t.failure for g, t in result.tests.items() if not t.passed}
     assert (float(row[SIZES]), float(row[ERRORS])) == (sizes, errors), failures
     assert float(row["autograded"]) == sizes + errors
     assert row["max_points"] == "5"
@@ -463,7 +489,7 @@ def test_clean_students_are_not_flagged(scenario, student):
 
 def test_snoop_sees_nothing_and_changes_nothing(scenario):
     """4: hidden tests, gradebook, other students, the seed: unreadable; the course: unwritable."""
-    failure = first_result(scenario, "snoop")["tests"][SIZES]["failure"]
+    failure = first_result(scenario, "snoop").tests[SIZES].failure or ""
     match = re.search(r"nothing leaked: (\{.*\})", failure)
     assert match, f"an attack worked (the answer would be right): {failure}"
     seen = json.loads(match.group(1))
@@ -482,32 +508,32 @@ def test_hidden_failures_are_kept_for_the_instructor(scenario):
     """The seed reached the checks (hidden cases drawn from it), and the instructor sees which input failed."""
     result = first_result(scenario, "hardcoded")
     for grade_id in (SIZES, ERRORS):
-        test = result["tests"][grade_id]
-        assert test["hidden_failed"] and "conv_output_size(" in test["failure"], test
-        assert "A hidden check failed" in test["feedback"]
+        test = result.tests[grade_id]
+        assert test.hidden_failed and "conv_output_size(" in (test.failure or ""), test
+        assert "A hidden check failed" in (test.feedback or "")
 
 
 def test_exit_keeps_the_cells_that_ran(scenario):
     """5: os._exit after a correct answer: the worker is restarted and the answer replayed."""
     result = first_result(scenario, "exit_after_correct")
-    assert result["restarts"] == 1
-    assert [r["status"] for r in result["runs"] if r["index"] == 4] == ["died"]
+    assert result.restarts == 1
+    assert [r.status for r in result.runs if r.index == 4] == ["died"]
 
 
 @pytest.mark.parametrize("student", ["infinite_loop", "fork_bomb"])
 def test_a_hanging_cell_costs_only_itself(scenario, student):
     """6, 11: a cell that never ends is stopped at the cell timeout; the rest is graded."""
     result = first_result(scenario, student)
-    assert [r["status"] for r in result["runs"] if r["index"] == 4] == ["timeout"]
-    assert result["restarts"] == 1
-    assert result["seconds"] < 6 * CELL_TIMEOUT
+    assert [r.status for r in result.runs if r.index == 4] == ["timeout"]
+    assert result.restarts == 1
+    assert result.seconds < 6 * CELL_TIMEOUT
 
 
 def test_memory_hog_is_bounded(scenario):
     """11: the address-space limit (8 GiB) stops the hog with a MemoryError; its correct answer counts."""
-    run = next(r for r in first_result(scenario, "memory_hog")["runs"] if r["index"] == 4)
-    got = re.fullmatch(r"hog stopped at (\d+) MiB\s*", run["stdout"])
-    assert run["status"] == "ok" and got, run
+    run = next(r for r in first_result(scenario, "memory_hog").runs if r.index == 4)
+    got = re.fullmatch(r"hog stopped at (\d+) MiB\s*", run.stdout)
+    assert run.status == "ok" and got, run
     assert 0 < int(got.group(1)) <= 8 * 1024
 
 
@@ -530,7 +556,7 @@ def test_lms_zip_is_graded_the_same(scenario):
     """12: Canvas-style names in a zip: same students' work, same results, a note on the stray file."""
     lms = scenario["lms"]
     assert lms["rc"] == 0, lms["stdout"][-3000:] + lms["stderr"]
-    assert "2 notebooks of 2 students: 2 graded now" in lms["stdout"]
+    assert "5 notebooks of 8 students: 5 graded now" in lms["stdout"]  # 3 students have nothing gradable
     assert "stray.ipynb" in lms["stdout"]
     for lms_name, twin in LMS.items():
         student = lms_name.split("_")[0]
@@ -538,6 +564,27 @@ def test_lms_zip_is_graded_the_same(scenario):
         assert [row[k] for k in (SIZES, ERRORS, "autograded", "status")] == \
             [twin_row[k] for k in (SIZES, ERRORS, "autograded", "status")]
         assert gradebook(scenario)[student] == gradebook(scenario)[twin]
+
+
+def test_malformed_lms_files_become_rows_and_the_run_completes(scenario):
+    """A broken zip, a file and a folder of one name, a zip bomb: NOT GRADED rows; odd names graded right."""
+    lms, root = scenario["lms"], Path(scenario["root"])
+    rows = lms["rows"]
+    for student, why in {"brokenzip": "is not a readable zip file", "dirclash": "could not be unpacked",
+                         "bomb": "more than the limit"}.items():
+        assert rows[student]["status"].startswith("NOT GRADED") and why in rows[student]["flags"], rows[student]
+        assert rows[student]["autograded"] == "" and student not in gradebook(scenario)
+        assert f"{student}" in lms["stdout"]
+    assert "cannot be a student id" in lms["stdout"] and ".." not in rows
+    assert not (root / ASSIGNMENT).exists() and not (root / "submitted" / ASSIGNMENT).exists()
+    assert sum(p.stat().st_size for p in (root / "submitted").rglob("*") if p.is_file()) < 50 * 2**20
+    for student in ("jürgen", "ckpt", "extra"):
+        assert rows[student]["autograded"] == "4", rows[student]
+        assert sum(gradebook(scenario)[student].values()) == 4  # the CSV and the gradebook agree
+    assert rows["ckpt"]["flags"] == "" and rows["extra"]["flags"] == "extra notebook not graded: scratch.ipynb"
+    assert "renamed notebook: a0_warmup-1.ipynb" in rows["ziptamper"]["flags"]
+    assert sorted(rows) == sorted([*CLASS, "zipcorrect", "ziptamper", "brokenzip", "dirclash", "jürgen", "ckpt",
+                                   "extra", "bomb"])  # cumulative: the class graded before is still there
 
 
 def test_rerun_grades_nothing_new(scenario):
@@ -582,9 +629,9 @@ def test_feedback_hides_the_hidden_tests(scenario, student):
     """14: --feedback: no hidden test source, no hidden inputs; a student is told a hidden check failed."""
     html = (Path(scenario["root"]) / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
     assert "BEGIN HIDDEN TESTS" not in html and "hidden=True" not in html
-    for test in first_result(scenario, student)["tests"].values():
-        if test["hidden_failed"]:
-            call = re.search(r"conv_output_size\([^)]*\)", test["failure"]).group(0)
+    for test in first_result(scenario, student).tests.values():
+        if test.hidden_failed:
+            call = re.search(r"conv_output_size\([^)]*\)", test.failure or "").group(0)
             assert call not in html, f"feedback shows the hidden input {call}"
             assert "A hidden check failed" in html
 
