@@ -38,6 +38,12 @@ ATTACKS: dict[str, tuple[list[str], list[tuple[int, int, str]]]] = {
     "PyTorch's shape functions through an alias": (
         ["import torch.jit._shape_functions as sf\no = sf.conv_output_size([1, 1, 7, 7], [1, 1, 3, 3], None)"],
         [(0, 1, "PyTorch's private pure-Python references and shape formulas")]),
+    "a library convolution imported by name": (
+        ["from scipy.signal import correlate2d as _xc", "def conv2d_backward(dout, cache):\n    return _xc(dout, 1)"],
+        [(0, 1, "a library convolution or max filter, outside PyTorch")]),
+    "a max filter through an alias": (
+        ["import scipy.ndimage as ndi\nout = ndi.maximum_filter(x, size=2)"],
+        [(0, 2, "a library convolution or max filter, outside PyTorch")]),
     "guard module imported": (
         ["from course_utils.checks import guard"],
         [(0, 1, "imports course_utils.checks.guard (the checks' machinery)")]),

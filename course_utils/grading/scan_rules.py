@@ -53,7 +53,13 @@ _PATHS = {"sys.monitoring": _TRACE, **dict.fromkeys(
     ("marshal.loads", "types.CodeType", "types.FunctionType"), "builds code at run time, which the scan cannot read"),
     **dict.fromkeys(("torch._meta_registrations", "torch.jit._shape_functions", "torch._refs", "torch._decomp",
                      "torch._prims", "torch._prims_common"),
-                    "PyTorch's private pure-Python references and shape formulas, which dispatch no operator")}
+                    "PyTorch's private pure-Python references and shape formulas, which dispatch no operator"),
+    **dict.fromkeys(("scipy.signal.convolve", "scipy.signal.convolve2d", "scipy.signal.correlate",
+                     "scipy.signal.correlate2d", "scipy.signal.fftconvolve", "scipy.signal.oaconvolve",
+                     "scipy.ndimage.convolve", "scipy.ndimage.correlate", "scipy.ndimage.convolve1d",
+                     "scipy.ndimage.correlate1d", "scipy.ndimage.maximum_filter", "scipy.ndimage.grey_dilation"),
+                    "a library convolution or max filter, outside PyTorch (the guard cannot refuse it: check the "
+                    "assignment's rules)")}
 # Methods that make a class of the student's take part in PyTorch's dispatch.
 DISPATCH_HOOKS = {"__torch_dispatch__", "__torch_function__"}
 # Names that say what they do whatever object they are reached through.
