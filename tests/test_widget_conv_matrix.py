@@ -1,11 +1,15 @@
 """The conv-matrix viewer (lecture 02): its matrix agrees with PyTorch, its figure lights the right cells."""
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from matplotlib.colors import to_rgba
+
 from course_utils import widgets
+from course_utils.widgets import conv_matrix
 from course_utils.widgets.conv_matrix import HIGHLIGHT
 
 # (i, k, s, p): stride 1 and 2, padding, a kernel as big as the padded input, a 1x1 kernel,
@@ -159,3 +163,58 @@ def test_the_viewer_wires_every_control_and_explains_impossible_settings():
     assert "kernel size k=3 is larger than the padded input" in viewer.result
     controls["padding p"].value = 1
     assert "(o², i²) = (1, 1)" in viewer.result
+
+
+@pytest.mark.parametrize("k, apart", [(1, 0.1), (2, 0.1), (3, 0.1), (5, 0.08), (7, 0.05)])
+def test_every_weight_of_a_kernel_has_its_own_colour(k, apart):
+    colours = conv_matrix.weight_colours(k)
+    assert colours.shape == (k * k, 4)
+    distances = np.linalg.norm(colours[:, None, :3] - colours[None, :, :3], axis=-1)  # RGB, 0..sqrt(3)
+    np.fill_diagonal(distances, np.inf)
+    assert distances.min() > apart  # no two weights look alike (viridis with 25 weights: 0.03)
+    empty = np.array(to_rgba(conv_matrix._EMPTY)[:3])
+    assert np.linalg.norm(colours[:, :3] - empty, axis=1).min() > 0.1  # nor like a structural zero
+
+
+def _cell_inches(fig, ax):
+    """Width and height of one matrix cell of ``ax``, in inches."""
+    box = ax.get_position()  # figure fractions
+    n_rows, n_cols = ax.images[0].get_array().shape
+    width, height = fig.get_size_inches()
+    return box.width * width / n_cols, box.height * height / n_rows
+
+
+@pytest.mark.parametrize("i, k, s, p", [(3, 2, 1, 0), (7, 3, 3, 0), (5, 3, 2, 1), (8, 5, 1, 2), (8, 1, 1, 2),
+                                        (1, 1, 1, 0), (8, 2, 3, 0)])
+def test_cells_are_squares_of_one_size_and_the_figure_stays_readable(i, k, s, p):
+    fig = widgets.conv_matrix_figure(i, k, s, p)
+    ax_w, ax_c, ax_t = fig.axes
+    fig.canvas.draw()
+    cells = [_cell_inches(fig, ax) for ax in (ax_c, ax_t)]
+    for width, height in cells:  # square, not stretched into stripes (a (4, 49) matrix used to be)
+        assert width == pytest.approx(height, rel=1e-6)
+    assert cells[0][0] == pytest.approx(cells[1][0], rel=1e-6)  # the same size in C and Cᵀ
+    assert _cell_inches(fig, ax_w)[0] >= cells[0][0] - 1e-9  # the legend is never smaller
+    width, height = fig.get_size_inches()
+    assert width <= 14 and height <= 10  # fits a notebook page
+    o = (i + 2 * p - k) // s + 1
+    assert cells[0][0] == pytest.approx(conv_matrix.matrix_cell_size(i, o))
+    assert cells[0][0] * 100 >= 3.5  # pixels at the notebook's 100 dpi, even for the largest, (144, 64)
+    # cells big enough to read print their weight ("rc"); the kernel (the legend) always does
+    labelled = cells[0][0] >= conv_matrix._LABELLED_CELL
+    assert bool(ax_c.texts) == labelled and len(ax_w.texts) == k * k
+    renderer = fig.canvas.get_renderer()
+    figure_box = fig.bbox
+    for ax in fig.axes:  # titles and labels are inside the figure, not cut off
+        for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
+            box = text.get_window_extent(renderer)
+            assert figure_box.x0 - 1 <= box.x0 and box.x1 <= figure_box.x1 + 1, text.get_text()
+            assert figure_box.y0 - 1 <= box.y0 and box.y1 <= figure_box.y1 + 1, text.get_text()
+
+
+def test_the_lecture_examples_print_their_weights():
+    for args in [(3, 2, 1, 0), (5, 3, 2, 1)]:
+        fig = widgets.conv_matrix_figure(*args)
+        texts = {t.get_text() for t in fig.axes[1].texts}
+        k = args[1]
+        assert texts == {f"{r}{c}" for r in range(k) for c in range(k)}

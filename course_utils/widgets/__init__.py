@@ -16,9 +16,13 @@ registry        DEMOS, the @demo decorator, static mode
 shapes          the shapes dataset explorer (lecture 00)
 sliding_window  where a convolution's window lands and the output size (lecture 01)
 conv_matrix     a convolution as a matrix C and its transpose, one kernel weight lit (lecture 02)
+gradient_flow   per-layer gradient norms of a deep network, by depth, activation and init (lecture 03)
+init_explorer   per-layer activation histograms and std at initialization, by init, activation, depth (lecture 04)
 """
 
 from .conv_matrix import conv_matrix_figure, conv_matrix_of, conv_matrix_summary, conv_matrix_viewer
+from .gradient_flow import GradientFlow, gradient_flow, gradient_flow_explorer, gradient_flow_figure
+from .init_explorer import LayerActivations, init_figure, initialization_explorer, layer_activations
 from .registry import DEMOS, STATIC_ENV, Demo, demo, static_mode
 from .shapes import shapes_explorer, shapes_figure
 from .sliding_window import WindowLayout, sliding_window_explorer, sliding_window_figure, window_layout
@@ -26,4 +30,6 @@ from .sliding_window import WindowLayout, sliding_window_explorer, sliding_windo
 __all__ = ["DEMOS", "Demo", "demo", "static_mode", "STATIC_ENV",
            "shapes_figure", "shapes_explorer", "conv_matrix_of", "conv_matrix_summary", "conv_matrix_figure",
            "conv_matrix_viewer",
-           "WindowLayout", "window_layout", "sliding_window_figure", "sliding_window_explorer"]
+           "WindowLayout", "window_layout", "sliding_window_figure", "sliding_window_explorer",
+           "GradientFlow", "gradient_flow", "gradient_flow_figure", "gradient_flow_explorer",
+           "LayerActivations", "layer_activations", "init_figure", "initialization_explorer"]

@@ -16,18 +16,22 @@ switched PyTorch's convolutions off.
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
-from ..plotting import PALETTE, styled
+from ..plotting import styled
 from .registry import demo
 
-__all__ = ["conv_matrix_of", "conv_matrix_summary", "conv_matrix_figure", "conv_matrix_viewer"]
+__all__ = ["conv_matrix_of", "conv_matrix_summary", "conv_matrix_figure", "conv_matrix_viewer", "weight_colours",
+           "matrix_cell_size"]
 
 HIGHLIGHT = "highlight"  # gid of the rectangles that light the chosen weight (tests look for it)
 _EMPTY = "#f0f0f0"  # background of the cells that hold no weight (a structural zero)
@@ -98,72 +102,140 @@ def conv_matrix_summary(i: int, k: int, s: int = 1, p: int = 0, weight: tuple[in
     return text
 
 
-def _draw_ids(ax, ids: np.ndarray, k: int, light: int, cmap, annotate: bool, aspect: str = "auto") -> int:
-    """Draw a matrix of weight ids (-1 = empty), outline the cells equal to ``light``; return their count."""
-    shown = np.ma.masked_less(ids, 0)
-    ax.imshow(shown, cmap=cmap, vmin=-0.5, vmax=k * k - 0.5, interpolation="nearest", aspect=aspect)
+# Weight colours: the kernel row picks the hue (Okabe-Ito, safe for colour-blind readers), the kernel
+# column the shade (from the full colour towards white), so w[r, c] reads as "hue r, shade c" at any size.
+_ROW_HUES = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#F0E442", "#56B4E9", "#D55E00")
+_LIGHTEST = 0.6  # the last kernel column is mixed this far towards white
+_OUTLINE = "black"  # the outline of the lit weight's cells (no fill colour is black)
+
+# Layout, in inches: every matrix cell is a square of the same size in C and Cᵀ, as large as fits.
+_CELL_MAX = 0.42  # small matrices: cells this big
+_MATRIX_WIDTH = 8.0  # C and Cᵀ side by side share this width ...
+_MATRIX_HEIGHT = 6.5  # ... and the taller of the two is at most this high
+_LABELLED_CELL = 0.16  # cells at least this big print their weight's "rc"
+_SLOT_MIN = 1.7  # a panel narrower than this still gets this much room, for its labels
+
+
+def weight_colours(k: int) -> np.ndarray:
+    """The fill colour of each kernel weight, (k², 4) RGBA, row-major like the weight ids.
+
+    Hue = kernel row (cycling through 7 Okabe-Ito hues for k > 7), shade = kernel column
+    (full colour for column 0, lighter to the right), so no two weights of a kernel up to
+    7x7 share a colour.
+    """
+    k = _check_int("kernel size k", k, 1)
+    colours = np.empty((k * k, 4))
+    for row in range(k):
+        hue = np.array(to_rgba(_ROW_HUES[row % len(_ROW_HUES)]))
+        for col in range(k):
+            mix = _LIGHTEST * col / (k - 1) if k > 1 else 0.0
+            colours[row * k + col] = (1 - mix) * hue + mix * np.ones(4)
+    return colours
+
+
+def _text_colour(rgba) -> str:
+    red, green, blue = rgba[:3]
+    return "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
+
+
+def _draw_ids(ax, ids: np.ndarray, k: int, light: int, colours: np.ndarray, cell: float,
+              blocks: tuple[int, int] | None = None) -> int:
+    """Draw a matrix of weight ids (-1 = empty) with square cells ``cell`` inches wide; outline the
+    cells equal to ``light`` (gid HIGHLIGHT); ``blocks`` = (rows, cols) per image row, for the
+    separators of the flattened axes. Return the number of cells outlined."""
+    n_rows, n_cols = ids.shape
+    ax.imshow(np.ma.masked_less(ids, 0), cmap=ListedColormap(colours), vmin=-0.5, vmax=k * k - 0.5,
+              interpolation="nearest", aspect="equal")
     ax.set_facecolor(_EMPTY)
+    if cell >= 0.05:  # a thin white border around every cell, while the cells are big enough for it
+        ax.set_xticks(np.arange(-0.5, n_cols, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, n_rows, 1), minor=True)
+        ax.grid(which="minor", color="white", linewidth=min(1.0, 6 * cell))
+        ax.tick_params(which="minor", length=0)
+    if blocks is not None:  # darker lines between the image rows of the flattened axes
+        rows_every, cols_every = blocks
+        for x in range(cols_every, n_cols, cols_every):
+            ax.axvline(x - 0.5, color="#777777", linewidth=1.0, zorder=2)
+        for y in range(rows_every, n_rows, rows_every):
+            ax.axhline(y - 0.5, color="#777777", linewidth=1.0, zorder=2)
     lit = np.argwhere(ids == light)
     for r, c in lit:
-        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=PALETTE[3], linewidth=2.2,
-                               gid=HIGHLIGHT))
-    if annotate:
-        fontsize = 8 if max(ids.shape) <= 9 else 6
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=_OUTLINE, zorder=3,
+                               linewidth=float(np.clip(12 * cell, 1.0, 2.5)), gid=HIGHLIGHT))
+    if cell >= _LABELLED_CELL:
+        fontsize = float(np.clip(cell * 72 * 0.42, 5.5, 9.0))
         for (r, c), v in np.ndenumerate(ids):
             if v >= 0:
-                red, green, blue, _ = cmap(int(v))
-                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # white text on dark cells
                 ax.text(c, r, f"{v // k}{v % k}", ha="center", va="center", fontsize=fontsize,
-                        color="white" if dark else "black")
-    ax.set_xlim(-0.5, ids.shape[1] - 0.5)
-    ax.set_ylim(ids.shape[0] - 0.5, -0.5)
+                        color=_text_colour(colours[v]), zorder=4)
+    ax.set_xlim(-0.5, n_cols - 0.5)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+    for axis, length in ((ax.xaxis, n_cols * cell), (ax.yaxis, n_rows * cell)):
+        axis.set_major_locator(MaxNLocator(integer=True, nbins=max(2, int(length / 0.4)), min_n_ticks=1))
     return len(lit)
+
+
+def matrix_cell_size(i: int, o: int) -> float:
+    """Side of one matrix cell in inches: C (o², i²) and Cᵀ side by side fit the figure, capped for small ones."""
+    n_in, n_out = i * i, o * o
+    return min(_CELL_MAX, _MATRIX_WIDTH / (n_in + n_out), _MATRIX_HEIGHT / max(n_in, n_out))
 
 
 def conv_matrix_figure(i: int, k: int, s: int = 1, p: int = 0, weight: tuple[int, int] = (0, 0)) -> Figure:
     """The kernel, C (o², i²) and Cᵀ (i², o²) side by side, the cells of kernel weight ``weight`` outlined.
 
-    Cell colour = which kernel weight sits there (the kernel panel is the legend; small
-    matrices also print it as "rc"); light grey = a structural zero. Thin lines separate
-    the image rows inside the flattened axes. Raises ValueError for impossible settings
-    or a weight outside the kernel.
+    Cell colour = which kernel weight sits there: hue = kernel row, shade = kernel column (the
+    kernel panel is the legend; cells big enough also print it as "rc"); light grey = a
+    structural zero; black outline = the chosen weight. Cells are squares of one size in C and
+    Cᵀ (:func:`matrix_cell_size`), so a (4, 49) matrix stays a wide band of readable cells;
+    grey lines separate the image rows inside the flattened axes. Raises ValueError for
+    impossible settings or a weight outside the kernel.
     """
     ids, o = conv_matrix_of(i, k, s, p)
     row, col = _check_weight(weight, k)
     light = row * k + col
     ids = ids.numpy()
-    base = plt.get_cmap("viridis", max(k * k, 2))
-    cmap = ListedColormap(base(np.arange(max(k * k, 2))))
-    annotate = ids.size <= 160
+    colours = weight_colours(k)
+    cell = matrix_cell_size(i, o)
+    kernel_cell = max(cell, min(0.6, 2.0 / k))  # the legend: never smaller than the matrices' cells
+    panels = [(k, k, kernel_cell), (o * o, i * i, cell), (i * i, o * o, cell)]  # (rows, cols, cell size)
+    left, gap, right, top, bottom = 1.0, 0.9, 0.3, 1.05, 0.85  # inches around and between the panels
+    slots = [max(n_cols * size, _SLOT_MIN) for _, n_cols, size in panels]
+    height = max(n_rows * size for n_rows, _, size in panels)
+    fig_width = max(left + sum(slots) + gap * (len(slots) - 1) + right, 8.0)
+    fig_height = top + height + bottom
     with styled():
-        fig, (ax_w, ax_c, ax_t) = plt.subplots(1, 3, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1, 2.8, 1.8]})
-        kernel_ids = np.arange(k * k).reshape(k, k)
-        _draw_ids(ax_w, kernel_ids, k, light, cmap, annotate=True, aspect="equal")
-        ax_w.set_title(f"kernel w ({k}×{k})\nlabels: row, column")
-        ax_w.set_xlabel("kernel column")
-        ax_w.set_ylabel("kernel row")
-        ax_w.set_xticks(range(k))
-        ax_w.set_yticks(range(k))
+        fig = plt.figure(figsize=(fig_width, fig_height))
+        axes, x = [], left + (fig_width - (left + sum(slots) + gap * 2 + right)) / 2
+        for (n_rows, n_cols, size), slot in zip(panels, slots):
+            w_in, h_in = n_cols * size, n_rows * size
+            axes.append(fig.add_axes(((x + (slot - w_in) / 2) / fig_width, (bottom + height - h_in) / fig_height,
+                                      w_in / fig_width, h_in / fig_height)))
+            x += slot + gap
+        ax_w, ax_c, ax_t = axes
+        _draw_ids(ax_w, np.arange(k * k).reshape(k, k), k, light, colours, kernel_cell)
+        ax_w.set_title(f"kernel w ({k}×{k})", fontsize=10)
+        ax_w.set_xlabel("column")
+        ax_w.set_ylabel("row")
 
-        _draw_ids(ax_c, ids, k, light, cmap, annotate)
-        ax_c.set_title(f"C: convolution, ({o * o}, {i * i})")
-        ax_c.set_xlabel(f"input pixel (row·{i} + col)")
-        ax_c.set_ylabel(f"output pixel (row·{o} + col)")
-        _draw_ids(ax_t, ids.T, k, light, cmap, annotate)
-        ax_t.set_title(f"Cᵀ: transposed conv., ({i * i}, {o * o})")
-        ax_t.set_xlabel(f"its input = conv. output pixel (row·{o} + col)")
-        ax_t.set_ylabel(f"its output = conv. input pixel (row·{i} + col)")
-        for ax, rows_every, cols_every in ((ax_c, o, i), (ax_t, i, o)):
-            n_rows, n_cols = ax.images[0].get_array().shape
-            for x in range(cols_every, n_cols, cols_every):
-                ax.axvline(x - 0.5, color="white", linewidth=1.2)
-            for y in range(rows_every, n_rows, rows_every):
-                ax.axhline(y - 0.5, color="white", linewidth=1.2)
-            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True, nbins=8))
-            ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True, nbins=8))
-        fig.suptitle(conv_matrix_summary(i, k, s, p, (row, col)), fontsize=10)
-        fig.tight_layout()
+        _draw_ids(ax_c, ids, k, light, colours, cell, blocks=(o, i))
+        ax_c.set_title(f"C: convolution, ({o * o}, {i * i})", fontsize=10)
+        ax_c.set_xlabel(f"input pixel\n(row·{i} + col)")
+        ax_c.set_ylabel(f"output pixel\n(row·{o} + col)")
+        _draw_ids(ax_t, ids.T, k, light, colours, cell, blocks=(i, o))
+        ax_t.set_title(f"Cᵀ: transposed conv., ({i * i}, {o * o})", fontsize=10)
+        ax_t.set_xlabel(f"its input = conv. output\npixel (row·{o} + col)")
+        ax_t.set_ylabel(f"its output = conv. input\npixel (row·{i} + col)")
+        legend = (f"colour = kernel row, shade = kernel column (cells print \"row col\" when they are big enough); "
+                  f"grey = structural zero; black outline = w[{row},{col}]")
+        fig.suptitle(_wrap(conv_matrix_summary(i, k, s, p, (row, col)), fig_width) + "\n" + _wrap(legend, fig_width),
+                     fontsize=9.5, y=1 - 0.08 / fig_height, va="top")
     return fig
+
+
+def _wrap(text: str, width_inches: float) -> str:
+    """Break a line of the title to fit a figure ``width_inches`` wide (about 15 characters per inch)."""
+    return "\n".join(textwrap.wrap(text, max(40, int(width_inches * 15))))
 
 
 def _figure_arguments(i: int, k: int, s: int, p: int, row: int, col: int) -> dict:
