@@ -87,20 +87,18 @@ def test_a_readable_but_invalid_notebook_is_graded_with_a_flag(tmp_path, release
     assert problems and "invalid notebook format" in problems[0]
 
 
-@pytest.mark.parametrize("source, found", [
-    ("import numpy\nnumpy.allclose = lambda *a, **k: True", ["line 2: assigns numpy.allclose"]),
-    ("import torch\ntorch.testing.assert_close = print", ["line 2: assigns torch.testing.assert_close"]),
-    ("import course_utils.checks.a0_warmup as c\nsetattr(course_utils, 'x', 1)", ["line 2: setattr(...) on a module"]),
-    ("import sys\nsys.modules['numpy'] = None", ["line 2: assigns sys.modules"]),
-    ("import os\nos._exit(0)", ["line 2: ends the process (os._exit)"]),
-    ("checks.check_conv_output_size = lambda f: None", ["line 1: assigns checks.check_conv_output_size"]),
-    ("x = np.zeros(3)\nx[0] = 1\nmodel.weight = w\nsetattr(model, 'bias', None)", []),  # ordinary code
-    ("%matplotlib inline\n", []),
-])
-def test_code_that_reaches_for_the_grader_is_flagged(source, found):
-    from course_utils.grading.integrity import suspicious_code
-
-    assert suspicious_code(source) == found
+def test_the_static_scan_reads_the_notebook_in_order(release):
+    """Aliases carry from cell to cell (static_scan has the full corpus); an honest exit is no tampering."""
+    student = copy.deepcopy(release)
+    student.cells.insert(1, nbformat.v4.new_code_cell("import numpy as _np\nimport course_utils.checks as c"))
+    _cell(student, "conv_output_size").source = "c.blocked = None\n_np.allclose = lambda *a: True\n"
+    index = student.cells.index(_cell(student, "conv_output_size"))
+    report = compare_with_release(student, release)
+    assert report.suspicious == [f"cell {index}, line 1: replaces course_utils.checks.blocked (through alias c)",
+                                 f"cell {index}, line 2: replaces numpy.allclose (through alias _np)"]
+    honest = copy.deepcopy(release)
+    _cell(honest, "conv_output_size").source = "%matplotlib inline\nimport os\nos._exit(0)\n"
+    assert compare_with_release(honest, release).suspicious == []
 
 
 def test_kernelspec_and_tampering_show_up_as_flags(release):
@@ -109,4 +107,4 @@ def test_kernelspec_and_tampering_show_up_as_flags(release):
     _cell(odd, "conv_output_size").source = "import numpy\nnumpy.allclose = lambda *a: True\n"
     flags = compare_with_release(odd, release).flags
     assert "kernelspec changed to 'julia-1.10' (graded with python3)" in flags
-    assert "suspected tampering: cell 3: line 2: assigns numpy.allclose" in flags
+    assert "suspected tampering: cell 3, line 2: replaces numpy.allclose" in flags

@@ -86,3 +86,48 @@ def test_unknown_assignments_are_named():
         run_checks("a9", {})
     with pytest.raises(ValueError, match="course_utils/checks/a9.py"):
         checks_module("a9")
+
+
+def _a0_cell(grade_id="test_conv_output_size"):
+    from course_utils.grading.protocol import source_notebook
+
+    return next(c for c in graded_cells(source_notebook("a0_warmup")) if c.grade_id == grade_id)
+
+
+@pytest.mark.parametrize("fault, shown", [("BadAnswer", "the grader refused what your code sent back"),
+                                          ("StudentGone", "your code stopped the grader's worker")])
+def test_no_answer_at_all_fails_the_cell_with_a_flag(fault, shown):
+    """A check catches the student's errors as wrong answers; a StudentFault passes through it to a flag."""
+    from course_utils.grading import protocol
+
+    def resolve(name):
+        def proxy(*args, **kwargs):
+            raise getattr(protocol, fault)("the answer to a call was forged")
+        return proxy
+
+    result = protocol.run_test_cell(_a0_cell(), checks_module("a0_warmup"), resolve)
+    assert not result.passed and result.error_name == fault
+    assert result.failure == f"{shown}: the answer to a call was forged"
+    assert result.flags == [f"test_conv_output_size: {shown}: the answer to a call was forged"]
+
+
+def test_the_grader_hears_of_the_first_hidden_call_before_it_runs():
+    from course_utils.grading.protocol import run_test_cell
+
+    namespace, events = {}, []
+    exec(CORRECT, namespace)
+
+    def resolve(name):
+        def traced(*args, **kwargs):
+            events.append("call")
+            return namespace[name](*args, **kwargs)
+        return traced
+
+    result = run_test_cell(_a0_cell(), checks_module("a0_warmup"), resolve, on_hidden=lambda: events.append("hidden"))
+    assert result.passed and "hidden" in events
+    first_hidden = events.index("hidden")
+    assert 0 < first_hidden < len(events) - 1 and "call" in events[first_hidden:]
+    assert events.count("hidden") == sum(c.hidden for c in _a0_cell().calls)
+    events.clear()
+    run_test_cell(_a0_cell(), checks_module("a0_warmup"), resolve, hidden=False, on_hidden=lambda: events.append("x"))
+    assert "x" not in events

@@ -4,9 +4,12 @@ These run the worker as a plain subprocess (fast); tests/heavy/test_grading_pipe
 the hostile cases through the whole command with the sandbox on.
 """
 
+import time
+
 import pytest
 
 from course_utils.grading import COURSE_ROOT
+from course_utils.grading.results import HIDDEN_NOTE
 from course_utils.grading.session import Timeouts, grade_notebook
 
 CORRECT = """def conv_output_size(i, k, s=1, p=0, d=1):
@@ -84,7 +87,8 @@ def test_the_reference_is_unavailable_while_the_answer_runs(make_submission):
 """
     result = grade(make_submission({"conv_output_size": via_pytorch}))
     assert result.score == 0
-    assert "torch.nn.functional.conv2d cannot be used" in result.tests["test_conv_output_size"].failure
+    assert "ForbiddenReference: convolution (PyTorch operator aten::convolution) cannot be used" in \
+        result.tests["test_conv_output_size"].failure
 
 
 @pytest.mark.parametrize("answer, message", [
@@ -108,3 +112,248 @@ def test_a_deleted_test_cell_is_still_graded(make_submission, tmp_path):
     assert result.score == 4
     assert "deleted cell: test_conv_output_size" in result.flags
     assert result.tests["test_conv_output_size"].flags
+
+
+# --- blame: whatever the worker sends or fails to send is the student's, never a grader error ------------------
+# Student cells that reach into the worker's own objects through gc (the untrusted side: nothing stops them).
+WORKER_GLOBALS = 'import gc\n_g = next(o for o in gc.get_objects() if isinstance(o, dict) and "STDOUT_LIMIT" in o)\n'
+FORGE_REPLY = """import json, os, struct
+_forged = json.dumps({"id": 3, "value": 1}).encode()  # the grader's 3rd request: imports, answer, this cell
+os.write(3, struct.pack(">Q", len(_forged)) + _forged)  # the worker's answer channel (a dup of its stdout)
+"""
+BREAK_ENCODER = WORKER_GLOBALS + '_g["encode"] = lambda value: {"t": "pickle", "data": "gASVAAAAAAAAAAA="}\n'
+RAISE_ANSWER_LIMIT = WORKER_GLOBALS + '_g["MAX_ANSWER_BYTES"] = 2**40\n'
+BIG_ANSWER = "def conv_output_size(i, k, s=1, p=0, d=1):\n    return b'x' * (64 * 2**20)\n"
+
+
+def flags_text(result):
+    return "\n".join(result.all_flags)
+
+
+def test_a_cell_whose_source_is_test_is_the_students_cell():
+    """The plan's step kinds are StepKind, never strings: a cell `test` is run (a NameError), not a test step."""
+    import nbformat
+
+    from course_utils.grading.protocol import graded_cells, source_notebook
+    from course_utils.grading.results import StepKind
+    from course_utils.grading.session import _plan
+
+    release = nbformat.read(COURSE_ROOT / "assignments" / "a0_warmup" / "a0_warmup.ipynb", as_version=4)
+    submission = nbformat.read(COURSE_ROOT / "assignments" / "a0_warmup" / "a0_warmup.ipynb", as_version=4)
+    submission.cells.insert(4, nbformat.v4.new_code_cell("test"))
+    tests = {c.grade_id: c for c in graded_cells(source_notebook("a0_warmup"))}
+    steps = _plan(submission, release, tests)
+    assert [s.kind for s in steps].count(StepKind.TEST) == 2
+    assert all(isinstance(s.kind, StepKind) for s in steps)
+    assert next(s for s in steps if s.index == 4).kind is StepKind.EXEC
+
+
+def test_a_cell_test_costs_nothing(make_submission):
+    result = grade(make_submission({"conv_output_size": CORRECT}, after={"conv_output_size": "test"}))
+    assert result.score == 4 and result.flags == []
+    assert result.runs[2].status == "error" and result.runs[2].error["ename"] == "NameError"
+
+
+def test_a_forged_reply_is_a_flagged_refusal_and_the_rest_is_graded(make_submission):
+    """Today's "grader error: KeyError 'ok'": the cell's answer is forged, so the cell is refused and flagged."""
+    result = grade(make_submission({"conv_output_size": CORRECT}, after={"conv_output_size": FORGE_REPLY}))
+    assert result.score == 4 and result.restarts == 1
+    assert [r.status for r in result.runs] == ["ok", "ok", "refused", "ok"]
+    assert "cell 4: tampering suspected" in flags_text(result)
+
+
+def test_an_answer_the_grader_cannot_decode_is_flagged_as_tampering(make_submission):
+    result = grade(make_submission({"conv_output_size": CORRECT + BREAK_ENCODER}))
+    assert result.score == 0
+    for test in result.tests.values():
+        assert test.error_name == "BadAnswer" and "could not be read" in test.failure
+        assert any("tampering suspected" in flag for flag in test.flags)
+
+
+@pytest.mark.parametrize("tamper", ["", RAISE_ANSWER_LIMIT], ids=["worker-refuses", "grader-refuses"])
+def test_an_oversized_answer_is_a_flagged_zero_for_that_cell(make_submission, tamper):
+    """64 MiB where an int is expected: refused at the boundary (by the worker, or by the grader before reading)."""
+    errors_ok = CORRECT.replace("def conv_output_size", "def _correct") + \
+        "def conv_output_size(i, k, s=1, p=0, d=1):\n" \
+        "    return b'x' * (64 * 2**20) if (i, k) == (32, 5) else _correct(i, k, s, p, d)\n"
+    result = grade(make_submission({"conv_output_size": tamper + errors_ok}))
+    sizes, errors = result.tests["test_conv_output_size"], result.tests["test_conv_output_size_errors"]
+    assert not sizes.passed and sizes.error_name == "BadAnswer" and "oversized answer" in sizes.flags[0]
+    assert errors.passed  # the rest is graded (after a restart where the grader had to cut the channel)
+    assert result.restarts == (1 if tamper else 0)
+
+
+def test_a_lone_surrogate_from_the_student_cannot_break_the_results(make_submission):
+    import json
+
+    raising = CORRECT.replace("return (", "raise ValueError('bad \\ud800 input')\n    return (")
+    result = grade(make_submission({"conv_output_size": raising},
+                                   after={"conv_output_size": "print('\\udcff')\nraise ValueError('\\ud800')"}))
+    assert result.score == 0 and "bad \ufffd input" in result.tests["test_conv_output_size"].failure
+    assert result.runs[2].stdout.startswith("\ufffd\n") and "\ufffd" in result.runs[2].error["evalue"]
+    json.dumps(result.to_json(), ensure_ascii=False).encode("utf-8")  # a file, the CSV, the gradebook: UTF-8
+
+
+def test_a_20000_term_expression_costs_its_cell_only(make_submission):
+    huge = "x = " + " + ".join(["1"] * 20_000)
+    result = grade(make_submission({"conv_output_size": CORRECT}, after={"conv_output_size": huge}))
+    assert result.score == 4 and result.restarts == 0
+    assert result.runs[2].status == "error" and result.runs[2].error["ename"] == "RecursionError"
+    assert "suspected tampering: cell 4" in flags_text(result)  # the static scan cannot read it: a person looks
+
+
+def _nested(depth):
+    value = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+CORRUPTED = "corrupted grading metadata in cell 5"
+
+
+@pytest.mark.parametrize("corrupt, flag", [
+    (lambda meta: meta.__setitem__("nbgrader", "corrupt"), CORRUPTED),
+    (lambda meta: meta["nbgrader"].__setitem__("grade_id", ["test_conv_output_size"]), CORRUPTED),
+    (lambda meta: meta["nbgrader"].__setitem__("grade_id", 7), CORRUPTED),
+    (lambda meta: meta.__setitem__("extra", _nested(500)), "metadata of cell 5 nested too deeply"),
+], ids=["not-a-dict", "list-id", "int-id", "nested-500-deep"])
+def test_corrupted_grading_metadata_is_flagged_and_the_rest_graded(make_submission, corrupt, flag):
+    import json
+
+    path = make_submission({"conv_output_size": CORRECT})
+    nb = json.loads(path.read_text())
+    corrupt(nb["cells"][5]["metadata"])  # the test cell test_conv_output_size
+    path.write_text(json.dumps(nb))
+    result = grade(path)
+    assert result.score == 4 and flag in flags_text(result)
+    assert "deleted cell: test_conv_output_size" in result.flags  # graded from the source notebook
+
+
+def test_a_worker_that_dies_again_on_restart_still_ends_in_a_result(make_submission):
+    """The first run of a cell leaves a mark; replayed after a crash, it kills the new worker too."""
+    booby_trap = "import os\nif os.path.exists('ran-once'):\n    os._exit(1)\nopen('ran-once', 'w').close()"
+    path = make_submission({"conv_output_size": CORRECT + booby_trap},
+                           after={"test_conv_output_size": "import os\nos._exit(3)"})
+    result = grade(path)  # StudentGone never escapes
+    assert result.tests["test_conv_output_size"].passed
+    assert not result.tests["test_conv_output_size_errors"].passed
+    assert "did not come back after a restart" in flags_text(result)
+    assert result.score == 3
+
+
+def test_the_notebook_budget_stops_a_slow_notebook_and_grades_what_ran(make_submission):
+    slow = "import time\ntime.sleep(600)"
+    start = time.perf_counter()
+    result = grade(make_submission({"conv_output_size": CORRECT}, after={"test_conv_output_size": slow}),
+                   notebook=25, cell=500)
+    assert time.perf_counter() - start < 60
+    assert result.tests["test_conv_output_size"].passed  # ran before the budget was spent
+    assert result.tests["test_conv_output_size_errors"].error_name == "OverBudget"
+    assert result.score == 3 and result.runs[-1].status == "timeout"
+    assert "time budget of 25 s ran out: 1 step(s) not run" in flags_text(result)
+
+
+def test_output_after_the_hidden_checks_is_not_kept(make_submission):
+    """A function that stashes its arguments, and a later cell that prints them (or raises with them)."""
+    stash = CORRECT.replace("    span =", "    SEEN.append((i, k, s, p, d))\n    span =")
+    leak = "print('LEAK', SEEN)\nraise ValueError(f'LEAK {SEEN}')"
+    path = make_submission({"conv_output_size": "SEEN = []\n" + stash},
+                           after={"conv_output_size": "print('before', len(SEEN))",
+                                  "test_conv_output_size": leak})
+    result = grade(path)
+    assert result.score == 4
+    assert result.runs[2].stdout == "before 0\n"  # a cell before any hidden check keeps its output
+    assert result.runs[-1].status == "error"
+    assert result.runs[-1].stdout == HIDDEN_NOTE and result.runs[-1].error["evalue"] == HIDDEN_NOTE
+    assert "LEAK" not in str(result.to_json())
+
+
+def test_matplotlib_inline_costs_nothing(make_submission):
+    """The course's notebooks may start with %matplotlib inline; the worker has no GUI and needs none."""
+    result = grade(make_submission({"conv_output_size": "%matplotlib inline\n" + CORRECT},
+                                   after={"conv_output_size": "%matplotlib widget\nimport matplotlib.pyplot as plt\n"
+                                                              "plt.plot([1, 2])\nplt.show()"}))
+    assert result.score == 4 and [r.status for r in result.runs] == ["ok", "ok", "ok", "ok"]
+
+
+# --- the proxy: the guard in the worker, operator counts, what an answer may be ----------------------------------
+@pytest.fixture
+def worker(tmp_path):
+    from course_utils.grading.session import Worker
+
+    plain = Worker(tmp_path, None, {"COURSE_FAST": "1", "MPLBACKEND": "Agg"}, Timeouts(cell=60, call=60))
+    plain.start()
+    yield plain
+    plain.stop()
+
+
+def _solution_cell(assignment, grade_id):
+    import nbformat
+
+    nb = nbformat.read(COURSE_ROOT / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    return "\n".join(line for line in cell.source.splitlines() if "### " not in line)
+
+
+def test_the_proxy_refuses_operators_in_the_worker_and_counts_them(worker):
+    import torch
+
+    from course_utils.checks import ForbiddenReference
+    from course_utils.grading.session import StudentFunction
+
+    assert worker.execute("import torch\nfrom torch.nn.functional import conv2d as _c\n"
+                          "def add(x):\n    return x + 1\n"
+                          "def conv(x, w):\n    return _c(x, w)\n")["ok"]
+    value, ops = StudentFunction(worker, "add").counted(torch.zeros(3))
+    assert value.tolist() == [1.0, 1.0, 1.0] and ops >= 1
+    x, w = torch.ones(1, 1, 3, 3), torch.ones(1, 1, 2, 2)
+    assert StudentFunction(worker, "conv")(x, w).shape == (1, 1, 2, 2)  # no refusal asked for
+    with pytest.raises(ForbiddenReference):  # a name imported before the check: refused all the same
+        StudentFunction(worker, "conv").with_guard(("convolution",), ())(x, w)
+
+
+def test_a_sparse_answer_is_graded_by_its_value(worker):
+    """a1's conv matrix as torch.sparse_coo: converted to dense at the wire, the real check passes it."""
+    from course_utils.checks import a1_convolutions as checks
+    from course_utils.grading.session import StudentFunction
+
+    source = _solution_cell("a1_convolutions", "conv_matrix").replace("def conv_matrix(", "def _dense(")
+    assert worker.execute("import torch\nimport torch.nn.functional as F\n" + source +
+                          "\ndef conv_matrix(*args, **kwargs):\n    return _dense(*args, **kwargs).to_sparse()\n"
+                          "\ndef csr_matrix(*args, **kwargs):\n    return _dense(*args, **kwargs).to_sparse_csr()\n"
+                          )["ok"]
+    checks.check_conv_matrix(StudentFunction(worker, "conv_matrix"))
+    checks.check_conv_matrix(StudentFunction(worker, "csr_matrix"))
+
+
+def test_an_unsupported_answer_costs_its_cell_with_a_clear_message(worker):
+    from course_utils.grading.protocol import GradedCell, parse_test_cell, run_test_cell
+    from course_utils.grading.session import StudentFunction
+    from course_utils.checks import a0_warmup
+
+    assert worker.execute("def conv_output_size(i, k, s=1, p=0, d=1):\n    return {i, k}\n")["ok"]
+    cell = GradedCell("test_conv_output_size", 3, tuple(parse_test_cell(
+        "checks.check_conv_output_size(conv_output_size)")), 0)
+    outcome = run_test_cell(cell, a0_warmup, lambda name: StudentFunction(worker, name))
+    assert not outcome.passed and outcome.flags == []
+    assert "returned something the grader cannot read: cannot send a value of type set" in outcome.failure
+    assert worker.running  # nothing else lost
+
+
+def test_a_students_exception_class_name_is_not_shown_for_a_hidden_failure():
+    from course_utils.grading.protocol import _error_name
+    from course_utils.grading.session import _rebuild
+
+    named = _rebuild({"type": "Inputs_32_5_1_2_1", "builtin": "ValueError", "message": "x"})
+    assert type(named).__name__ == "Inputs_32_5_1_2_1" and isinstance(named, ValueError)
+    assert _error_name(named) == "ValueError"
+    assert _error_name(_rebuild({"type": "ValueError", "builtin": "ValueError"})) == "ValueError"
+
+
+@pytest.mark.parametrize("deep", ["-" * 20_000 + "1", "x" + ".a" * 20_000, "x = " + " + ".join(["1"] * 20_000)],
+                         ids=["unary", "attributes", "terms"])
+def test_a_test_cell_too_deep_to_parse_is_graded_from_the_original(make_submission, deep):
+    result = grade(make_submission({"conv_output_size": CORRECT, "test_conv_output_size": deep}))
+    assert result.score == 4
+    assert "modified test cell (graded with the original): test_conv_output_size" in result.flags

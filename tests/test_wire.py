@@ -119,3 +119,60 @@ def test_a_large_message_crosses_a_pipe_whole():
         back = decode(receive(reader)["value"])
         sender.join()
     assert torch.equal(back, tensor)
+
+
+# --- what an answer may be: checked at the boundary ------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_a_sparse_tensor_is_sent_as_its_dense_value(layout):
+    dense = torch.tensor([[0.0, 2.0, 0.0], [1.5, 0.0, 0.0]], dtype=torch.float64)
+    sparse = dense.to_sparse() if layout == "coo" else dense.to_sparse_csr()
+    back = roundtrip(sparse)
+    assert back.layout == torch.strided and back.dtype == torch.float64 and torch.equal(back, dense)
+
+
+def test_a_tensor_that_is_not_plain_data_is_refused_with_a_clear_message():
+    with pytest.raises(WireError, match="cannot send this tensor .* on meta"):
+        encode(torch.empty(2, 3, device="meta"))
+
+
+def test_a1s_largest_check_output_fits_in_an_answer():
+    """(8, 32, 64, 64), a1's largest check output so far (the old speed check's million values), even as
+    float64, is well inside MAX_ANSWER_BYTES."""
+    import io
+
+    from course_utils.grading.wire import MAX_ANSWER_BYTES
+
+    stream = io.BytesIO()
+    send(stream, {"id": 1, "value": encode(torch.zeros(8, 32, 64, 64, dtype=torch.float64))}, limit=MAX_ANSWER_BYTES)
+    assert 8 * 2**20 < len(stream.getvalue()) < MAX_ANSWER_BYTES / 2
+
+
+def test_an_oversized_message_is_refused_before_its_body_is_read():
+    import io
+    import struct
+
+    from course_utils.grading.wire import Oversized
+
+    stream = io.BytesIO(struct.pack(">Q", 2**40) + b"{}")
+    with pytest.raises(Oversized, match="1,099,511,627,776 bytes is over the limit of 1,000"):
+        receive(stream, limit=1000)
+    assert stream.tell() == 8  # only the length was read
+    with pytest.raises(Oversized):
+        send(io.BytesIO(), {"value": encode(b"x" * 2000)}, limit=1000)
+
+
+def test_a_message_nested_too_deeply_is_refused_not_a_crash():
+    import io
+    import struct
+
+    body = b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(WireError, match="nests deeper"):
+        receive(io.BytesIO(struct.pack(">Q", len(body)) + body))
+
+
+def test_lone_surrogates_come_back_replaced_and_other_text_intact():
+    from course_utils.grading.wire import clean_text
+
+    assert roundtrip(["a\ud800b", {"k\udfff": "\U0001f600 ✓"}]) == ["a\ufffdb", {"k\ufffd": "\U0001f600 ✓"}]
+    assert clean_text("plain") == "plain" and clean_text("\udcff") == "\ufffd"

@@ -9,7 +9,6 @@ mistaken for tampering.
 
 from __future__ import annotations
 
-import ast
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +16,9 @@ from pathlib import Path
 
 import nbformat
 
-__all__ = ["Integrity", "read_submission", "compare_with_release"]
+from .static_scan import scan_notebook
+
+__all__ = ["Integrity", "read_submission", "repair_metadata", "compare_with_release"]
 
 
 @dataclass
@@ -48,12 +49,12 @@ def read_submission(path: Path) -> tuple[nbformat.NotebookNode | None, list[str]
     """The notebook, or None if it cannot be read at all; plus what is wrong with it."""
     try:
         raw = json.loads(path.read_bytes())
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         return None, [f"invalid notebook: not readable as JSON ({type(err).__name__}: {str(err)[:120]}); "
                       f"not graded, needs review"]
     if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
         return None, ["invalid notebook: no list of cells; not graded, needs review"]
-    problems = []
+    problems = _drop_deep_parts(raw)
     try:
         nb = nbformat.reads(json.dumps(raw), as_version=4)
     except Exception as err:  # nbformat raises several types for broken files
@@ -62,10 +63,77 @@ def read_submission(path: Path) -> tuple[nbformat.NotebookNode | None, list[str]
         nbformat.validate(nb)
     except nbformat.ValidationError as err:
         problems.append(f"invalid notebook format ({err.message[:120]}); graded from its cells, please review")
+    except RecursionError:  # metadata nested deeper than the validator goes
+        problems.append("invalid notebook format (nested too deeply to validate); graded from its cells, please "
+                        "review")
     for cell in nb.cells:
         if not isinstance(cell.get("source"), str) or cell.get("cell_type") not in ("code", "markdown", "raw"):
             return None, ["invalid notebook: a cell has no source or an unknown type; not graded, needs review"]
-    return nb, problems
+    return nb, problems + repair_metadata(nb)
+
+
+_MAX_NESTING = 64  # levels of metadata or outputs a real notebook never comes near
+
+
+def _nesting(value: object) -> int:
+    """How deeply lists and dicts nest in ``value`` (counted without recursion: it may be very deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)) and depth > deepest:
+            deepest = depth
+            if deepest > _MAX_NESTING:
+                break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack += [(child, depth + 1) for child in children if isinstance(child, (dict, list))]
+    return deepest
+
+
+def _drop_deep_parts(raw: dict) -> list[str]:
+    """Empty, in place, any metadata, outputs or attachments nested too deeply to read; a flag for each."""
+    problems = []
+    if _nesting(raw.get("metadata")) > _MAX_NESTING:
+        raw["metadata"] = {}
+        problems.append("notebook metadata nested too deeply: ignored")
+    for index, cell in enumerate(raw["cells"]):
+        if not isinstance(cell, dict):
+            continue
+        for key, empty in (("metadata", {}), ("outputs", []), ("attachments", {})):
+            if key in cell and _nesting(cell[key]) > _MAX_NESTING:
+                cell[key] = type(empty)()
+                problems.append(f"{key} of cell {index} nested too deeply: ignored" +
+                                (", graded as the student's own cell" if key == "metadata" else ""))
+    return problems
+
+
+def repair_metadata(nb: nbformat.NotebookNode) -> list[str]:
+    """Make the metadata the grader reads well-formed, in place; a flag for each thing dropped.
+
+    Afterwards every cell's ``metadata`` and ``metadata.nbgrader`` are dicts and a
+    grade_id is a non-empty str: a cell whose grading metadata was corrupted is
+    graded as a cell of the student's own (a test cell from the source notebook).
+    """
+    problems = []
+    if not isinstance(nb.get("metadata"), dict):
+        nb["metadata"] = nbformat.NotebookNode()
+        problems.append("corrupted notebook metadata: ignored")
+    if not isinstance(nb.metadata.get("kernelspec", {}), dict):
+        del nb.metadata["kernelspec"]
+        problems.append("corrupted kernelspec: ignored (graded with python3)")
+    for index, cell in enumerate(nb.cells):
+        if not isinstance(cell.get("metadata"), dict):
+            cell["metadata"] = nbformat.NotebookNode()
+            problems.append(f"corrupted grading metadata in cell {index}: ignored, graded as the student's own cell")
+            continue
+        meta = cell.metadata.get("nbgrader")
+        if meta is None:
+            continue
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        if not isinstance(meta, dict) or "grade_id" in meta and not (isinstance(grade_id, str) and grade_id):
+            del cell.metadata["nbgrader"]
+            problems.append(f"corrupted grading metadata in cell {index} ({str(meta)[:80]!r}): ignored, graded as "
+                            f"the student's own cell")
+    return problems
 
 
 def _grading_meta(cell) -> dict:
@@ -75,6 +143,15 @@ def _grading_meta(cell) -> dict:
 
 def _same_source(a: str, b: str) -> bool:
     return [line.rstrip() for line in a.strip().splitlines()] == [line.rstrip() for line in b.strip().splitlines()]
+
+
+def _scan(submission: nbformat.NotebookNode) -> list[str]:
+    """What the static scan (``static_scan``) notes in the code cells, aliases followed from cell to cell;
+    code it cannot analyse is itself worth a look."""
+    try:
+        return scan_notebook(submission)
+    except Exception as err:  # the scan notes what it cannot read itself; this is the last resort
+        return [f"the code could not be analysed ({type(err).__name__}: {str(err)[:80]}); please look at it"]
 
 
 def compare_with_release(submission: nbformat.NotebookNode, release: nbformat.NotebookNode) -> Integrity:
@@ -90,10 +167,9 @@ def compare_with_release(submission: nbformat.NotebookNode, release: nbformat.No
     kernel = submission.metadata.get("kernelspec", {}).get("name")
     if kernel != release.metadata.get("kernelspec", {}).get("name"):
         report.kernelspec = str(kernel)
-    report.suspicious = [f"cell {i}: {what}" for i, cell in enumerate(submission.cells) if cell.cell_type == "code"
-                         for what in suspicious_code(cell.source)]
+    report.suspicious = _scan(submission)
     seen = set()
-    for cell, grade_id in zip(submission.cells, ids):
+    for cell, grade_id in zip(submission.cells, ids, strict=True):
         if grade_id not in released or grade_id in seen:
             continue
         seen.add(grade_id)
@@ -108,45 +184,3 @@ def compare_with_release(submission: nbformat.NotebookNode, release: nbformat.No
         elif meta.get("locked"):
             report.modified_locked.append(grade_id)
     return report
-
-
-# Modules whose attributes a submission has no business replacing: the comparisons and the checks.
-_GUARDED = {"numpy", "np", "torch", "math", "builtins", "course_utils", "checks", "sys", "unittest", "pytest"}
-_CALLS = {"os._exit": "ends the process (os._exit)", "sys.exit": "ends the process (sys.exit)",
-          "setattr": "setattr(...) on a module", "importlib.reload": "reloads a module"}
-
-
-def _dotted(node: ast.AST) -> str:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-    return ".".join(reversed(parts))
-
-
-def suspicious_code(source: str) -> list[str]:
-    """What in one cell looks like an attempt on the grader (for a person to look at, never a score).
-
-    Replacing attributes of numpy / torch / course_utils / builtins, touching
-    ``sys.modules``, ending the process, or ``setattr`` on a module.
-    """
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []  # IPython syntax (magics) or a plain error: nothing to say here
-    found = []
-    for node in ast.walk(tree):
-        targets = node.targets if isinstance(node, ast.Assign) else \
-            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
-        for target in targets:
-            name = _dotted(target.value if isinstance(target, ast.Subscript) else target)
-            if "." in name and name.split(".")[0] in _GUARDED or name.startswith("sys.modules"):
-                found.append(f"line {node.lineno}: assigns {name}")
-        if isinstance(node, ast.Call):
-            name = _dotted(node.func)
-            if name in _CALLS and (name != "setattr" or (node.args and _dotted(node.args[0]).split(".")[0]
-                                                         in _GUARDED)):
-                found.append(f"line {node.lineno}: {_CALLS[name]}")
-    return found

@@ -39,8 +39,9 @@ from ..checks import CheckFailure
 from .nbgrader_course import COURSE_ROOT
 from .results import CellResult
 
-__all__ = ["CheckCall", "GradedCell", "CellResult", "ProtocolError", "StudentGone", "parse_test_cell", "graded_cells",
-           "checks_module", "run_test_cell", "run_checks", "source_notebook", "solution_namespace"]
+__all__ = ["CheckCall", "GradedCell", "CellResult", "ProtocolError", "StudentFault", "StudentGone", "BadAnswer",
+           "parse_test_cell", "graded_cells", "checks_module", "run_test_cell", "run_checks", "source_notebook",
+           "solution_namespace"]
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 
@@ -49,12 +50,20 @@ class ProtocolError(ValueError):
     """A test cell does not follow the protocol (a problem in the assignment, not in a submission)."""
 
 
-class StudentGone(BaseException):
-    """The student's process died or ran out of time while a check was calling it.
+class StudentFault(BaseException):
+    """What the student's process sent, or failed to send, is no answer at all: that cell scores 0, flagged.
 
     A BaseException, so that checks, which catch the student's ordinary errors,
-    let it through to the grader.
+    let it through to the grader (a wrong answer is a CheckFailure; this is not one).
     """
+
+
+class StudentGone(StudentFault):
+    """The student's process died, ran out of time or garbled its channel: the grader restarts it."""
+
+
+class BadAnswer(StudentFault):
+    """An answer the grader refuses: too large, undecodable, or not of the shape the worker sends (forged)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ def parse_test_cell(source: str, grade_id: str = "?") -> list[CheckCall]:
             except (ValueError, TypeError):
                 raise ProtocolError(f"test cell {grade_id!r}, line {node.lineno}: option {keyword.arg}= must be "
                                     f"a literal") from None
-        calls.append(CheckCall(call.func.attr, tuple(a.id for a in call.args), options,
+        calls.append(CheckCall(call.func.attr, tuple(a.id for a in call.args if isinstance(a, ast.Name)), options,
                                node.lineno in hidden_lines or bool(options.get("hidden")), node.lineno))
     if not calls:
         raise ProtocolError(f"test cell {grade_id!r} calls no checks; {expected}")
@@ -153,12 +162,22 @@ def _hidden_feedback(call: CheckCall) -> str:
             f"the visible checks above; make it correct in general, not only for the examples.")
 
 
-def run_test_cell(cell: GradedCell, module: ModuleType, resolve: Callable[[str], Any],
-                  hidden: bool = True) -> CellResult:
+def _error_name(err: BaseException) -> str:
+    """The name of ``err``'s class, or of its first base the student did not name (hidden failures show it)."""
+    for cls in type(err).__mro__:
+        if not cls.__dict__.get("named_by_student", False):
+            return cls.__name__
+    return "Exception"  # pragma: no cover - object is never named by a student
+
+
+def run_test_cell(cell: GradedCell, module: ModuleType, resolve: Callable[[str], Any], hidden: bool = True,
+                  on_hidden: Callable[[], None] | None = None) -> CellResult:
     """Run a test cell's checks with ``resolve(name)`` standing for the notebook's functions.
 
     The cell passes when every call returns; the first failing call decides the
-    message. ``hidden=False`` skips the hidden calls (what a student runs).
+    message. ``hidden=False`` skips the hidden calls (what a student runs);
+    ``on_hidden()`` is called before each hidden call runs. A :class:`StudentFault`
+    (the student's process sent no usable answer) fails the cell with a flag.
     """
     printed = io.StringIO()
     for call in cell.calls:
@@ -168,16 +187,21 @@ def run_test_cell(cell: GradedCell, module: ModuleType, resolve: Callable[[str],
         if not callable(body):
             raise ProtocolError(f"test cell {cell.grade_id!r} calls checks.{call.check}, which "
                                 f"{module.__name__} does not define")
+        if call.hidden and on_hidden is not None:
+            on_hidden()
         try:
             with contextlib.redirect_stdout(printed):
                 body(*(resolve(name) for name in call.functions), **call.options)
-        except StudentGone as gone:
-            message = f"your code stopped the grader's worker: {gone}"
-            return CellResult(cell.grade_id, False, printed.getvalue(), message, message, "StudentGone",
-                              call.hidden)
+        except StudentFault as fault:
+            what = "your code stopped the grader's worker" if isinstance(fault, StudentGone) else \
+                "the grader refused what your code sent back"
+            message = f"{what}: {fault}"
+            return CellResult(cell.grade_id, False, printed.getvalue(), message, message, type(fault).__name__,
+                              call.hidden, [f"{cell.grade_id}: {message}"])
         except Exception as err:  # CheckFailure, or the student's error escaping the check
-            name = type(err).__name__
-            message = str(err) if isinstance(err, CheckFailure) else f"{name}: {err}"
+            message = str(err) if isinstance(err, CheckFailure) else f"{type(err).__name__}: {err}"
+            # A hidden failure shows no text of the student's: a class they named could carry the inputs.
+            name = _error_name(err) if call.hidden else type(err).__name__
             feedback = _hidden_feedback(call) if call.hidden else message
             return CellResult(cell.grade_id, False, printed.getvalue(), message, feedback, name, call.hidden)
     return CellResult(cell.grade_id, True, printed.getvalue())

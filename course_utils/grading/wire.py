@@ -6,21 +6,30 @@ Only data crosses, never code or live objects: ``None``, ``bool``, ``int``,
 as arrays and rebuilt as tensors). Each value is a tagged JSON object; the
 decoder rebuilds it with the receiving process's own, untouched NumPy and torch
 and rejects anything else, so a student's object cannot run code in the
-grader. Messages are framed with an 8-byte length.
+grader. A sparse tensor is sent as its dense value. Messages are framed with an
+8-byte length; the grader reads an answer only if its length is within
+``MAX_ANSWER_BYTES`` (checked before a byte of the body is read) and its JSON
+nesting within the interpreter's recursion limit, and text comes back without
+lone surrogates (which no file, CSV or gradebook can store).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["WireError", "encode", "decode", "send", "receive", "MAX_MESSAGE_BYTES"]
+__all__ = ["WireError", "Oversized", "encode", "decode", "send", "receive", "clean_text", "MAX_MESSAGE_BYTES",
+           "MAX_ANSWER_BYTES"]
 
-MAX_MESSAGE_BYTES = 512 * 2**20
+MAX_MESSAGE_BYTES = 512 * 2**20  # a check's arguments, grader -> worker (the grader's own data)
+# An answer, worker -> grader: a float64 tensor of 3 million values fits (a1's largest check output is
+# 8 x 32 x 64 x 64 = 1M values: 11 MB as JSON), anything bigger is refused before it is read.
+MAX_ANSWER_BYTES = 32 * 2**20
 MAX_DEPTH = 32
 DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "float32",
           "float64"}
@@ -29,6 +38,22 @@ TORCH_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "float16", "
 
 class WireError(ValueError):
     """A value cannot be sent, or a received message is not valid."""
+
+
+class Oversized(WireError):
+    """A message is longer than the receiver accepts (its body was not read: the channel is out of step)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size:,} bytes is over the limit of {limit:,}")
+        self.size, self.limit = size, limit
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone surrogate (valid in a Python str, in no UTF-8 file) replaced by U+FFFD."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def _array(kind: str, array: np.ndarray, extra: dict | None = None) -> dict:
@@ -64,15 +89,27 @@ def encode(value: Any, depth: int = 0) -> Any:
         return _array("ndarray", value)
     torch = _torch()
     if torch is not None and isinstance(value, torch.Tensor):
-        tensor = value.detach().to("cpu")
-        dtype = str(tensor.dtype).removeprefix("torch.")
-        if dtype not in TORCH_DTYPES:
-            raise WireError(f"cannot send a tensor of dtype {tensor.dtype}: expected a real or bool dtype")
-        if dtype == "bfloat16":
-            tensor = tensor.float()
-        return _array("tensor", tensor.contiguous().numpy(), {"torch_dtype": dtype})
+        return _tensor(torch, value)
     raise WireError(f"cannot send a value of type {type(value).__name__}: expected numbers, strings, lists, "
                     f"tuples, dicts, NumPy arrays or tensors")
+
+
+def _tensor(torch: Any, value: Any) -> dict:
+    """A tensor as data: detached, on the CPU, dense (a sparse layout is converted), contiguous."""
+    dtype = str(value.dtype).removeprefix("torch.")
+    if dtype not in TORCH_DTYPES:
+        raise WireError(f"cannot send a tensor of dtype {value.dtype}: expected a real or bool dtype")
+    try:
+        tensor = value.detach().to("cpu")
+        if tensor.layout != torch.strided:  # sparse COO/CSR/...: its value is the dense tensor it stands for
+            tensor = tensor.to_dense()
+        if dtype == "bfloat16":
+            tensor = tensor.float()
+        array = tensor.contiguous().numpy()
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as err:
+        raise WireError(f"cannot send this tensor ({value.layout}, on {value.device}): expected an ordinary "
+                        f"dense or sparse tensor ({type(err).__name__}: {str(err)[:200]})") from None
+    return _array("tensor", array, {"torch_dtype": dtype})
 
 
 def _torch():
@@ -98,7 +135,9 @@ def decode(item: Any, depth: int = 0) -> Any:
     """Rebuild a value from :func:`encode`'s description, rejecting anything unexpected."""
     if depth > MAX_DEPTH:
         raise WireError(f"value nested deeper than {MAX_DEPTH} levels")
-    if item is None or isinstance(item, (bool, str)):
+    if isinstance(item, str):
+        return clean_text(item)
+    if item is None or isinstance(item, bool):
         return item
     if not isinstance(item, dict) or not isinstance(item.get("t"), str):
         raise WireError(f"invalid value description: {str(item)[:80]!r}")
@@ -132,16 +171,16 @@ def decode(item: Any, depth: int = 0) -> Any:
     raise WireError(f"unknown value tag {kind!r}")
 
 
-def send(stream: BinaryIO, message: dict) -> None:
-    """Write one message (a JSON object) with its length in front."""
+def send(stream: IO[bytes], message: dict, limit: int = MAX_MESSAGE_BYTES) -> None:
+    """Write one message (a JSON object) with its length in front; :class:`Oversized` if over ``limit``."""
     body = json.dumps(message, separators=(",", ":")).encode("utf-8")
-    if len(body) > MAX_MESSAGE_BYTES:
-        raise WireError(f"message of {len(body)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+    if len(body) > limit:
+        raise Oversized(len(body), limit)
     stream.write(struct.pack(">Q", len(body)) + body)
     stream.flush()
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     """``size`` bytes, however many reads it takes (a pipe hands over at most 64 KiB at a time)."""
     parts, missing = [], size
     while missing:
@@ -153,21 +192,28 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def receive(stream: BinaryIO) -> dict:
-    """Read one message; raises EOFError when the other side has closed, WireError when it is invalid."""
+def receive(stream: IO[bytes], limit: int = MAX_MESSAGE_BYTES) -> dict:
+    """Read one message of at most ``limit`` bytes.
+
+    Raises EOFError when the other side has closed, :class:`Oversized` (before
+    reading the body) when the message is longer than ``limit``, WireError when
+    it is not a JSON object or nests deeper than the recursion limit.
+    """
     head = _read_exactly(stream, 8)
     if len(head) < 8:
         raise EOFError("the other side closed the channel")
     (size,) = struct.unpack(">Q", head)
-    if size > MAX_MESSAGE_BYTES:
-        raise WireError(f"message of {size} bytes is over the limit of {MAX_MESSAGE_BYTES}")
+    if size > limit:
+        raise Oversized(size, limit)
     body = _read_exactly(stream, size)
     if len(body) < size:
         raise EOFError("the other side closed the channel in the middle of a message")
     try:
         message = json.loads(body)
+    except RecursionError:
+        raise WireError("message nests deeper than any value the grader accepts") from None
     except ValueError as err:
-        raise WireError(f"message is not JSON: {err}") from None
+        raise WireError(f"message is not JSON: {str(err)[:200]}") from None
     if not isinstance(message, dict):
         raise WireError("message is not a JSON object")
     return message

@@ -10,11 +10,16 @@ Requests and answers:
 
 * ``{"op": "exec", "source": str}`` -> ``{"ok": bool, "error": {...} | None, "stdout": str}``:
   run one cell (IPython syntax, magics included) in the notebook's namespace.
-* ``{"op": "call", "name": str, "args": [...], "kwargs": {...}, "forbid": [...]}`` ->
-  ``{"value": ...}`` or ``{"raised": {"type", "builtin", "message"}}`` or ``{"missing": str}``:
-  call one of the notebook's functions with plain data, the forbidden references blocked.
+* ``{"op": "call", "name": str, "args": [...], "kwargs": {...}, "refuse": [...], "forbid": [...]}`` ->
+  ``{"value": ..., "ops": int}`` or ``{"raised": {"type", "builtin", "message"}}`` or ``{"missing": str}``
+  or ``{"oversized": str}``: call one of the notebook's functions with plain data through the guard
+  (``course_utils.checks.guard``, installed before the first cell runs): the ATen operators in
+  ``refuse`` and the dotted names in ``forbid`` are refused, and ``ops`` counts the operators it
+  dispatched. What the function prints is dropped (it could reveal hidden inputs).
 
-Nothing here is trusted: the grader checks every value it gets back.
+Nothing here is trusted: the grader checks every value it gets back, and reads
+no answer longer than ``wire.MAX_ANSWER_BYTES``; an answer over that limit is
+replaced here by ``{"oversized": ...}`` so that an honest worker stays in step.
 """
 
 from __future__ import annotations
@@ -26,9 +31,8 @@ import os
 import signal
 import sys
 import traceback
-import warnings
 
-from .wire import WireError, decode, encode, receive, send
+from .wire import MAX_ANSWER_BYTES, Oversized, WireError, decode, encode, receive, send
 
 STDOUT_LIMIT = 20_000  # characters of a cell's printed output kept for the report
 
@@ -62,47 +66,71 @@ def _builtin_base(err: BaseException) -> str:
     return "Exception"
 
 
+def _text(err: BaseException) -> str:
+    """``str(err)``, even when the student's exception cannot say it."""
+    try:
+        return str(err)[:2000]
+    except Exception:
+        return f"<{type(err).__name__} whose message cannot be shown>"
+
+
+def _describe(error: BaseException) -> dict:
+    try:
+        trace = "".join(traceback.format_exception(error))[-8000:]
+    except Exception:
+        trace = ""
+    return {"ename": type(error).__name__, "evalue": _text(error), "traceback": trace}
+
+
+def _raised(err: BaseException) -> dict:
+    return {"raised": {"type": type(err).__name__, "builtin": _builtin_base(err), "message": _text(err)}}
+
+
+def _no_gui(line: str = "") -> None:
+    """``%matplotlib`` (any backend): a no-op here, figures are drawn off screen (Agg) and not kept."""
+
+
 class Worker:
     def __init__(self) -> None:
         from IPython.core.interactiveshell import InteractiveShell
 
         self.shell = InteractiveShell.instance()
         self.shell.colors = "NoColor"
+        # A plain shell has no GUI loop: "%matplotlib inline" would fail the cell (and the answer in it).
+        self.shell.register_magic_function(_no_gui, "line", "matplotlib")  # type: ignore[arg-type]
         self.namespace = self.shell.user_ns
+        # The operator-level guard, set up before any student code runs (it keeps its own references).
+        from course_utils.checks.guard import install
+
+        self.guard = install()
 
     def execute(self, source: str) -> dict:
         sink = _Bounded(STDOUT_LIMIT)
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            result = self.shell.run_cell(source, store_history=False)
-        error = result.error_before_exec or result.error_in_exec
-        described = None
-        if error is not None:
-            described = {"ename": type(error).__name__, "evalue": str(error)[:2000],
-                         "traceback": "".join(traceback.format_exception(error))[-8000:]}
-        return {"ok": error is None, "error": described, "stdout": sink.text()}
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                result = self.shell.run_cell(source, store_history=False)
+            error = result.error_before_exec or result.error_in_exec
+        except Exception as err:  # IPython itself gave up (e.g. RecursionError compiling a huge expression)
+            error = err
+        return {"ok": error is None, "error": None if error is None else _describe(error), "stdout": sink.text()}
 
-    def call(self, name: str, args: list, kwargs: dict, forbid: list[str]) -> dict:
-        from course_utils.checks import blocked
-
+    def call(self, name: str, args: list, kwargs: dict, refuse: list[str], forbid: list[str]) -> dict:
         fn = self.namespace.get(name)
         if fn is None:
             return {"missing": f"{name} is not defined: did the cell that defines it run without errors?"}
         if not callable(fn):
             return {"missing": f"{name} is a {type(fn).__name__}, not a function"}
-        sink = _Bounded(STDOUT_LIMIT)
+        sink = _Bounded(STDOUT_LIMIT)  # dropped: printed during a hidden call, it would show the inputs
         try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), blocked(forbid), \
-                    warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                value = fn(*args, **kwargs)
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                value, ops = self.guard.call(fn, args, kwargs, refuse=tuple(refuse), forbid=tuple(forbid))
         except Exception as err:  # the student's error is an answer, reported as such
-            return {"raised": {"type": type(err).__name__, "builtin": _builtin_base(err),
-                               "message": str(err)[:2000]}}
+            return _raised(err)
         try:
-            return {"value": encode(value)}
-        except WireError as err:
+            return {"value": encode(value), "ops": int(ops)}
+        except Exception as err:  # WireError, or a tensor subclass that fails on the way
             return {"raised": {"type": "TypeError", "builtin": "TypeError",
-                               "message": f"{name} returned something the grader cannot read: {err}"}}
+                               "message": f"{name} returned something the grader cannot read: {_text(err)}"}}
 
 
 def main() -> int:
@@ -135,6 +163,7 @@ def main() -> int:
                 answer = worker.execute(str(request["source"]))
             elif op == "call":
                 answer = worker.call(str(request["name"]), decode(request["args"]), decode(request["kwargs"]),
+                                     [str(n) for n in request.get("refuse", [])],
                                      [str(n) for n in request.get("forbid", [])])
             elif op == "bye":
                 return 0
@@ -144,7 +173,11 @@ def main() -> int:
             answer = {"protocol_error": f"{type(err).__name__}: {err}"}
         if os.getpid() != main_pid:  # forked inside the cell or the call: only the original answers
             os._exit(0)
-        send(channel_out, {"id": request.get("id"), **answer})
+        try:
+            send(channel_out, {"id": request.get("id"), **answer}, limit=MAX_ANSWER_BYTES)
+        except Oversized as err:  # e.g. 64 MiB of bytes where an int was expected: the grader would refuse it
+            what = f"call of {request.get('name')}" if op == "call" else "cell"
+            send(channel_out, {"id": request.get("id"), "oversized": f"the answer to a {what} is too large: {err}"})
 
 
 if __name__ == "__main__":
