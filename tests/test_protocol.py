@@ -131,3 +131,25 @@ def test_the_grader_hears_of_the_first_hidden_call_before_it_runs():
     events.clear()
     run_test_cell(_a0_cell(), checks_module("a0_warmup"), resolve, hidden=False, on_hidden=lambda: events.append("x"))
     assert "x" not in events
+
+
+def test_hidden_feedback_names_the_rule_where_the_checks_promise_it_and_never_a_number_the_student_chose():
+    """a1's hidden failures name their rule (HIDDEN_MESSAGES_NAME_THE_RULE); a number the student's code
+    returned, which could spell the hidden inputs, never reaches the feedback. a0 keeps a fixed sentence."""
+    from course_utils.checks import a0_warmup, a1_convolutions
+    from course_utils.grading.protocol import run_checks, solution_namespace
+
+    visible_cases = {"a0_warmup": set(a0_warmup.VISIBLE_CASES),
+                     "a1_convolutions": {case for _, case in a1_convolutions.SIZE_CASES}}
+    for assignment, promised in (("a1_convolutions", True), ("a0_warmup", False)):
+        right, visible = solution_namespace(assignment)["conv_output_size"], visible_cases[assignment]
+
+        def spells_its_inputs(i, k, s=1, p=0, d=1, right=right, visible=visible):
+            size = right(i, k, s=s, p=p, d=d)
+            return size if (i, k, s, p, d) in visible else 987650 + i
+
+        namespace = {**solution_namespace(assignment), "conv_output_size": spells_its_inputs}
+        cell = run_checks(assignment, namespace)["test_conv_output_size"]
+        assert not cell.passed and cell.hidden_failed, (assignment, cell)
+        assert "98765" not in cell.feedback, cell.feedback
+        assert ("on a hidden case" in cell.feedback) is promised, cell.feedback

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from course_utils.grading import COURSE_ROOT
-from course_utils.grading.results import HIDDEN_NOTE
+from course_utils.checks.a0_warmup import VISIBLE_CASES
 from course_utils.grading.session import Timeouts, grade_notebook
 
 CORRECT = """def conv_output_size(i, k, s=1, p=0, d=1):
@@ -236,10 +236,12 @@ def test_a_worker_that_dies_again_on_restart_still_ends_in_a_result(make_submiss
     path = make_submission({"conv_output_size": CORRECT + booby_trap},
                            after={"test_conv_output_size": "import os\nos._exit(3)"})
     result = grade(path)  # StudentGone never escapes
-    assert result.tests["test_conv_output_size"].passed
+    sizes = result.tests["test_conv_output_size"]
+    assert "✓" in sizes.output  # its visible checks passed where the cell stands ...
+    assert not sizes.passed and "not run" in sizes.failure  # ... its hidden ones, due after the last cell, never ran
     assert not result.tests["test_conv_output_size_errors"].passed
     assert "did not come back after a restart" in flags_text(result)
-    assert result.score == 3
+    assert result.score == 0
 
 
 def test_the_notebook_budget_stops_a_slow_notebook_and_grades_what_ran(make_submission):
@@ -254,19 +256,37 @@ def test_the_notebook_budget_stops_a_slow_notebook_and_grades_what_ran(make_subm
     assert "time budget of 25 s ran out: 1 step(s) not run" in flags_text(result)
 
 
-def test_output_after_the_hidden_checks_is_not_kept(make_submission):
-    """A function that stashes its arguments, and a later cell that prints them (or raises with them)."""
+def test_hidden_checks_run_after_the_last_cell_so_no_output_holds_their_inputs(make_submission):
+    """A function that stashes its arguments, and later cells that print them (or raise with them): they see
+    the visible checks' inputs only, because the hidden checks run after the notebook's last cell."""
     stash = CORRECT.replace("    span =", "    SEEN.append((i, k, s, p, d))\n    span =")
-    leak = "print('LEAK', SEEN)\nraise ValueError(f'LEAK {SEEN}')"
+    leak = "print('LEAK', len(SEEN))\nraise ValueError(f'LEAK {len(SEEN)}')"
     path = make_submission({"conv_output_size": "SEEN = []\n" + stash},
                            after={"conv_output_size": "print('before', len(SEEN))",
                                   "test_conv_output_size": leak})
     result = grade(path)
     assert result.score == 4
-    assert result.runs[2].stdout == "before 0\n"  # a cell before any hidden check keeps its output
+    assert result.runs[2].stdout == "before 0\n"
     assert result.runs[-1].status == "error"
-    assert result.runs[-1].stdout == HIDDEN_NOTE and result.runs[-1].error["evalue"] == HIDDEN_NOTE
-    assert "LEAK" not in str(result.to_json())
+    # the visible calls only (and the notebook's own "try it" call), none hidden
+    assert result.runs[-1].stdout.startswith(f"LEAK {len(VISIBLE_CASES) + 1}\n")
+    assert result.runs[-1].error["evalue"] == f"LEAK {len(VISIBLE_CASES) + 1}"
+    assert "(hidden cases)" in result.tests["test_conv_output_size"].output  # the hidden checks did run
+
+
+def test_a_visible_failure_skips_the_cells_hidden_checks_and_a_later_redefinition_is_what_hidden_checks_call(
+        make_submission):
+    wrong = CORRECT.replace("def conv_output_size", "def conv_output_size_right") + \
+        "\ndef conv_output_size(i, k, s=1, p=0, d=1):\n    return 0\n"
+    # the first test cell fails on its visible cases: its hidden checks are not run, the cell scores 0
+    result = grade(make_submission({"conv_output_size": wrong}))
+    sizes = result.tests["test_conv_output_size"]
+    assert not sizes.passed and not sizes.hidden_failed
+    # a correct answer redefined as a wrong one after the test cells: the hidden checks see the last definition
+    late = "def conv_output_size(i, k, s=1, p=0, d=1):\n    return 0"
+    result = grade(make_submission({"conv_output_size": CORRECT}, after={"test_conv_output_size_errors": late}))
+    sizes = result.tests["test_conv_output_size"]
+    assert not sizes.passed and sizes.hidden_failed
 
 
 def test_matplotlib_inline_costs_nothing(make_submission):

@@ -49,6 +49,10 @@ __all__ = ["check_conv_output_size", "check_conv_output_size_errors", "check_con
            "check_max_pool2d"]
 
 ASSIGNMENT = "a1_convolutions"
+# A hidden failure's message names the check and the rule, never an input, a size, a value or any text the
+# student's code chose (an exception's message, a returned number, an operation count): the grader shows it
+# to the student (course_utils.grading.protocol).
+HIDDEN_MESSAGES_NAME_THE_RULE = True
 ATOL, RTOL = 1e-4, 1e-4
 # An output size computed by running a convolution or a pooling layer (even on shape-only "meta" tensors) is not
 # an answer: the size checks refuse all of them, as a0's do.
@@ -138,7 +142,7 @@ def _expect_size(fn: Callable, args: tuple, kwargs: dict, expected: int, rule: s
     if isinstance(got, bool) or not isinstance(got, int):
         raise CheckFailure(f"{where} should return an int, got {_kind(got, hidden)}")
     if int(got) != expected:
-        raise CheckFailure(f"{where}: got {int(got)}, which is wrong" if hidden else
+        raise CheckFailure(f"{where}: the size is wrong" if hidden else
                            f"{where}: expected {expected}, got {int(got)}")
 
 
@@ -183,6 +187,9 @@ def _vectorized(fn: Callable, name: str, sizes: dict[str, Callable[[torch.Genera
         counts[grows] = ops
     first, base = next(iter(counts.items()))
     for grows, ops in counts.items():
+        if ops != base and hidden:  # (counts are the student's to choose: they could spell the hidden sizes)
+            raise CheckFailure(f"{name} is not vectorized, on a hidden case: the number of PyTorch operations it "
+                               f"dispatched grew with {grows}, so there is a Python loop over {loops}.")
         if ops != base:
             raise CheckFailure(
                 f"{name} is not vectorized: it dispatched {base:,} PyTorch operations on the smallest input and "

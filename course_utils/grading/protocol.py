@@ -157,7 +157,14 @@ def checks_module(assignment: str) -> ModuleType:
                          f"course_utils/checks/{assignment}.py ({err})") from None
 
 
-def _hidden_feedback(call: CheckCall) -> str:
+def _hidden_feedback(call: CheckCall, err: BaseException, module: ModuleType) -> str:
+    """What a student sees of a hidden failure: never the inputs.
+
+    A checks module whose hidden failures name only the rule, with no text or number the student's code
+    chose (``HIDDEN_MESSAGES_NAME_THE_RULE = True``), has its message shown; otherwise a fixed sentence.
+    """
+    if isinstance(err, CheckFailure) and getattr(module, "HIDDEN_MESSAGES_NAME_THE_RULE", False):
+        return f"A hidden check failed: {err}"
     return (f"A hidden check failed ({call.check}, on inputs that are not shown). Your code passes or fails "
             f"the visible checks above; make it correct in general, not only for the examples.")
 
@@ -171,17 +178,19 @@ def _error_name(err: BaseException) -> str:
 
 
 def run_test_cell(cell: GradedCell, module: ModuleType, resolve: Callable[[str], Any], hidden: bool = True,
-                  on_hidden: Callable[[], None] | None = None) -> CellResult:
+                  on_hidden: Callable[[], None] | None = None, visible: bool = True) -> CellResult:
     """Run a test cell's checks with ``resolve(name)`` standing for the notebook's functions.
 
     The cell passes when every call returns; the first failing call decides the
-    message. ``hidden=False`` skips the hidden calls (what a student runs);
-    ``on_hidden()`` is called before each hidden call runs. A :class:`StudentFault`
-    (the student's process sent no usable answer) fails the cell with a flag.
+    message. ``hidden=False`` skips the hidden calls (what a student runs),
+    ``visible=False`` the visible ones (the grader runs a notebook's hidden calls
+    after its last cell); ``on_hidden()`` is called before each hidden call runs.
+    A :class:`StudentFault` (the student's process sent no usable answer) fails
+    the cell with a flag.
     """
     printed = io.StringIO()
     for call in cell.calls:
-        if call.hidden and not hidden:
+        if call.hidden and not hidden or not call.hidden and not visible:
             continue
         body = getattr(module, call.check, None)
         if not callable(body):
@@ -202,7 +211,7 @@ def run_test_cell(cell: GradedCell, module: ModuleType, resolve: Callable[[str],
             message = str(err) if isinstance(err, CheckFailure) else f"{type(err).__name__}: {err}"
             # A hidden failure shows no text of the student's: a class they named could carry the inputs.
             name = _error_name(err) if call.hidden else type(err).__name__
-            feedback = _hidden_feedback(call) if call.hidden else message
+            feedback = _hidden_feedback(call, err, module) if call.hidden else message
             return CellResult(cell.grade_id, False, printed.getvalue(), message, feedback, name, call.hidden)
     return CellResult(cell.grade_id, True, printed.getvalue())
 

@@ -11,7 +11,7 @@ import enum
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["StepKind", "CellResult", "CellRun", "NotebookResult", "FLAG_REVIEW", "HIDDEN_NOTE"]
+__all__ = ["StepKind", "CellResult", "CellRun", "NotebookResult", "FLAG_REVIEW"]
 
 
 class StepKind(enum.Enum):
@@ -46,8 +46,7 @@ class CellRun:
     index: int                 # position in the submitted notebook
     grade_id: str | None
     status: str                # ok | error | timeout | died | refused (a forged or oversized answer) | skipped
-    # stdout and error of a cell that ran after a hidden check had called the student's code are replaced by
-    # HIDDEN_NOTE: the code could print (or raise with) the hidden inputs it was called with.
+    # (hidden checks run after the notebook's last cell, so no cell's output can hold their inputs)
     stdout: str = ""
     error: dict | None = None
 
@@ -57,9 +56,6 @@ class CellRun:
 
 
 FLAG_REVIEW = "graded - review flags"
-HIDDEN_NOTE = ("[output not shown: this cell ran after the hidden checks had called your code, so it could "
-               "reveal their inputs]")
-
 
 @dataclass
 class NotebookResult:

@@ -46,13 +46,14 @@ from .integrity import Integrity, compare_with_release, read_submission
 from .nbgrader_course import COURSE_ROOT
 from .protocol import (BadAnswer, GradedCell, StudentFault, StudentGone, checks_module, graded_cells,
                        run_test_cell, source_notebook)
-from .results import HIDDEN_NOTE, CellResult, CellRun, NotebookResult, StepKind
+from .results import CellResult, CellRun, NotebookResult, StepKind
 from .wire import MAX_ANSWER_BYTES, Oversized, WireError, clean_text, decode, encode, receive, send
 
 __all__ = ["Timeouts", "Worker", "StudentFunction", "NotebookResult", "Step", "grade_notebook", "GradingError",
            "TimedOut", "OverBudget"]
 
 MAX_RESTARTS = 5
+HIDDEN_GRACE = 120.0  # seconds for the hidden checks when the notebook's budget ran out before them
 TEXT_LIMIT = 20_000  # characters of one text field of an answer kept (the worker keeps as many; it is untrusted)
 _SAFE_BUILTIN_ERRORS = {"ValueError", "TypeError", "IndexError", "KeyError", "RuntimeError", "AssertionError",
                         "ZeroDivisionError", "ArithmeticError", "OverflowError", "NotImplementedError",
@@ -420,10 +421,16 @@ def _start(worker: Worker) -> None:
 
 def _run_steps(worker: Worker, steps: list[Step], tests: dict[str, GradedCell], module,
                result: NotebookResult) -> None:
+    """Run the plan: student cells and the visible checks in notebook order, then every hidden check.
+
+    Hidden checks run after the notebook's last cell, on the functions as the notebook left them, so
+    nothing the student's code learns from a hidden call (its inputs) can reach a cell's output or a
+    visible check's message, which feedback shows.
+    """
     done: list[str] = []      # sources that ran without killing the worker, to replay after a restart
-    hidden_called = False     # from the first hidden call on, the student's cells keep no output
     stopped: str | None = None  # why the remaining steps are not run
     not_run = 0
+    deferred: list[str] = []  # test cells whose visible checks passed and that have hidden checks
 
     def restart(reason: str) -> str | None:
         """Restart the worker and replay; None when it is back, else why not (the student's doing)."""
@@ -443,9 +450,10 @@ def _run_steps(worker: Worker, steps: list[Step], tests: dict[str, GradedCell], 
             return f"the worker did not come back after a restart ({reason}): {failed}"
         return None
 
-    def note_hidden() -> None:
-        nonlocal hidden_called
-        hidden_called = True
+    def after_step(where: str) -> None:
+        nonlocal stopped
+        if not worker.running:
+            stopped = "over budget" if worker.time_left() <= 0 else restart(f"after {where}")
 
     _start(worker)
     for step in steps:
@@ -457,11 +465,13 @@ def _run_steps(worker: Worker, steps: list[Step], tests: dict[str, GradedCell], 
             continue
         if step.kind is StepKind.TEST:
             grade_id = str(step.grade_id)
-            outcome = run_test_cell(tests[grade_id], module, lambda n: StudentFunction(worker, n),
-                                    on_hidden=note_hidden)
+            cell = tests[grade_id]
+            outcome = run_test_cell(cell, module, lambda n: StudentFunction(worker, n), hidden=False)
             if step.index < 0:
                 outcome.flags.append("test cell deleted from the submission: graded from the source notebook")
             result.tests[grade_id] = outcome
+            if outcome.passed and any(call.hidden for call in cell.calls):
+                deferred.append(grade_id)
         else:
             try:
                 answer = worker.execute(step.source)
@@ -473,19 +483,35 @@ def _run_steps(worker: Worker, steps: list[Step], tests: dict[str, GradedCell], 
                 result.flags.append(f"cell {step.index}{f' ({step.grade_id})' if step.grade_id else ''}: {fault}")
             else:
                 done.append(step.source)
-                run = CellRun(step.index, step.grade_id, "ok" if answer["ok"] else "error", answer["stdout"],
-                              answer["error"])
-                if hidden_called:
-                    run.stdout = HIDDEN_NOTE if run.stdout or run.error else ""
-                    run.error = None if run.error is None else {"ename": "Error", "evalue": HIDDEN_NOTE}
-                result.runs.append(run)
-        if not worker.running:
-            where = step.grade_id or f"cell {step.index}"
-            stopped = "over budget" if worker.time_left() <= 0 else restart(f"after {where}")
-    if stopped == "over budget":
+                result.runs.append(CellRun(step.index, step.grade_id, "ok" if answer["ok"] else "error",
+                                           answer["stdout"], answer["error"]))
+        after_step(step.grade_id or f"cell {step.index}")
+
+    budget_ran_out = stopped == "over budget" or stopped is None and worker.time_left() <= 0
+    if deferred and budget_ran_out:
+        # The budget bounds the student's cells. The hidden checks of the test cells that passed their visible
+        # checks get a short grace of their own (a fresh worker replays the cells that finished, then the calls).
+        worker.deadline = time.monotonic() + min(HIDDEN_GRACE, worker.timeouts.notebook)
+        stopped = None if worker.running else restart("for the hidden checks")
+    for grade_id in deferred:  # the hidden checks, after the last cell
+        visible = result.tests[grade_id]
+        if stopped is None and worker.time_left() <= 0:
+            stopped = "over budget"
+        if stopped is not None:
+            _not_run(Step(-1, grade_id, StepKind.TEST, ""), stopped, result)
+            result.tests[grade_id].output = visible.output
+            result.tests[grade_id].flags[:0] = visible.flags
+            not_run += 1
+            continue
+        hidden = run_test_cell(tests[grade_id], module, lambda n: StudentFunction(worker, n), visible=False)
+        hidden.output = visible.output + hidden.output
+        hidden.flags[:0] = visible.flags
+        result.tests[grade_id] = hidden
+        after_step(f"the hidden checks of {grade_id}")
+    if budget_ran_out or stopped == "over budget":
         result.flags.append(f"the notebook's time budget of {worker.timeouts.notebook:g} s ran out: {not_run} "
                             f"step(s) not run, what ran is graded")
-    elif stopped is not None:
+    if stopped is not None and stopped != "over budget":
         result.flags.append(stopped)
 
 
