@@ -111,8 +111,6 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable[[Tensor, Tens
     model.train(was_training)
     if count == 0:
         raise ValueError("the loader yielded no batches")
-    if count == 0:
-        raise ValueError("the loader yielded no batches")
     return {"loss": float(total_loss) / count, "accuracy": float(correct) / scored if scored else math.nan,
             "n": count}
 

@@ -61,11 +61,37 @@ def test_evaluate_restores_training_mode_and_handles_non_class_outputs():
     assert math.isnan(out["accuracy"]) and out["loss"] > 0
 
 
-def test_pixel_accuracy_for_segmentation_outputs():
-    model = nn.Conv2d(3, 2, 1)
-    loader = [(torch.rand(2, 3, 5, 5), torch.randint(0, 2, (2, 5, 5)))]
+# Two batches of per-pixel predictions and targets (K = 2 classes) whose accuracy is counted by hand:
+# batch 1 (1 image of 2x3) gets 4 of 6 pixels right; batch 2 (2 images) gets 1 of 6 and 6 of 6.
+_PREDICTED = [torch.tensor([[[0, 1, 1], [1, 0, 0]]]),
+              torch.tensor([[[1, 1, 1], [1, 1, 1]], [[0, 0, 0], [0, 0, 0]]])]
+_TARGETS = [torch.tensor([[[0, 1, 0], [1, 1, 0]]]),
+            torch.tensor([[[1, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]]])]
+PIXEL_ACCURACY = (4 + 1 + 6) / 18  # over all pixels: not the mean of the batches' 4/6 and 7/12 (0.625)
+
+
+def _segmentation_case():
+    """A 1x1 convolution that passes its input through, fed one-hot scores: it predicts _PREDICTED."""
+    model = nn.Conv2d(2, 2, kernel_size=1)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        model.bias.zero_()
+    scores = [5.0 * nn.functional.one_hot(p, 2).permute(0, 3, 1, 2).float() for p in _PREDICTED]  # (N, 2, H, W)
+    return model, list(zip(scores, _TARGETS, strict=True))
+
+
+def test_pixel_accuracy_counts_every_pixel_of_every_batch():
+    model, loader = _segmentation_case()
     out = evaluate(model, loader, device="cpu")
-    assert 0.0 <= out["accuracy"] <= 1.0
+    assert out["accuracy"] == pytest.approx(PIXEL_ACCURACY)
+    assert out["n"] == 3  # images, not pixels
+
+
+def test_fit_records_the_same_pixel_accuracy_while_training():
+    model, loader = _segmentation_case()
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # the model does not change during the epoch
+    history = fit(model, loader, epochs=1, optimizer=frozen, device="cpu", progress=False)
+    assert history.train_acc == [pytest.approx(PIXEL_ACCURACY)]
 
 
 @pytest.mark.parametrize("kwargs, message", [
