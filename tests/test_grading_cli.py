@@ -137,8 +137,7 @@ def test_a_class_graded_in_batches_ends_in_one_csv_that_is_the_gradebook(tmp_pat
     assert "carol" not in exported and third["carol"]["score"] == ""  # never a plain 0 for an ungraded notebook
 
     # 4. the checks change (their package digest, as after an edit of checks/__init__.py): regraded, and why
-    real = store.package_digest
-    monkeypatch.setattr(store, "package_digest", lambda folder: "edited" if folder.name == "checks" else real(folder))
+    monkeypatch.setattr(store, "checks_digest", lambda folder, assignment: "edited")
     monkeypatch.setenv("COURSE_GRADING_SEED", SECRET)
     monkeypatch.setenv("PATH", os.environ["PATH"])
     capsys.readouterr()
@@ -246,9 +245,7 @@ def test_a_stored_result_stands_while_nothing_that_decides_it_changes(parts):
 
 
 @pytest.mark.parametrize("change, reason", [
-    (lambda mp: mp.setattr(store, "package_digest",
-                           lambda f, real=store.package_digest: "x" if f.name == "checks" else real(f)),
-     "checks changed"),
+    (lambda mp: mp.setattr(store, "checks_digest", lambda folder, assignment: "x"), "checks changed"),
     (lambda mp: mp.setattr(store, "package_digest",
                            lambda f, real=store.package_digest: "x" if f.name == "grading" else real(f)),
      "grader changed"),
@@ -274,6 +271,30 @@ def test_every_source_of_a_verdict_is_in_the_fingerprint(parts):
                             "timeouts and limits", "sandbox", "secret", "submission time", "versions"}
     assert store.package_digest(COURSE_ROOT / "course_utils" / "checks") != \
         store.package_digest(COURSE_ROOT / "course_utils" / "grading")
+
+
+def test_the_checks_digest_covers_the_shared_modules_and_the_assignments_own_and_imported_ones(tmp_path):
+    import shutil
+
+    folder = tmp_path / "checks"
+    shutil.copytree(COURSE_ROOT / "course_utils" / "checks", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "a9_later.py").write_text("X = 1\n")
+    before = {a: store.checks_digest(folder, a) for a in ("a0_warmup", "a1_convolutions")}
+
+    def after(edit: str) -> dict[str, bool]:
+        """Which assignments' digests an appended comment in ``edit`` changes (the file is restored after)."""
+        text = (folder / edit).read_text()
+        (folder / edit).write_text(text + "# edited\n")
+        try:
+            return {a: store.checks_digest(folder, a) != before[a] for a in before}
+        finally:
+            (folder / edit).write_text(text)
+
+    assert after("__init__.py") == {"a0_warmup": True, "a1_convolutions": True}     # shared: everyone
+    assert after("guard.py") == {"a0_warmup": True, "a1_convolutions": True}
+    assert after("a0_warmup.py") == {"a0_warmup": True, "a1_convolutions": True}    # a1 imports a0's cases
+    assert after("a1_convolutions.py") == {"a0_warmup": False, "a1_convolutions": True}
+    assert after("a9_later.py") == {"a0_warmup": False, "a1_convolutions": False}   # another assignment's
 
 
 def test_a_result_is_read_back_whole_or_not_at_all(tmp_path):

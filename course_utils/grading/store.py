@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import json
 import platform
+import re
 from pathlib import Path
 
 from .. import checks
@@ -42,6 +43,31 @@ def package_digest(folder: Path) -> str:
     """sha256 over every ``.py`` file under ``folder`` (relative names and contents, in sorted order)."""
     h = hashlib.sha256()
     for path in sorted(p for p in Path(folder).rglob("*.py") if "__pycache__" not in p.parts):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+_ASSIGNMENT_MODULE = re.compile(r"a\d+_\w+\.py")
+
+
+def checks_digest(folder: Path, assignment: str) -> str:
+    """sha256 over what decides an assignment's checks: the shared modules of the checks package (the guard,
+    the comparisons), the assignment's own module and the assignment modules it imports (a1 reuses a0's
+    cases), but not the checks of other assignments, so adding a3's checks does not regrade a0."""
+    folder = Path(folder)
+    wanted, todo = set(), [f"{assignment}.py"]
+    while todo:
+        name = todo.pop()
+        if name in wanted or not (folder / name).is_file():
+            continue
+        wanted.add(name)
+        todo += [f"{m}.py" for m in re.findall(r"^\s*from \.(a\d+_\w+) import", (folder / name).read_text(),
+                                                re.MULTILINE)]
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts):
+        if _ASSIGNMENT_MODULE.fullmatch(path.name) and path.name not in wanted:
+            continue
         h.update(path.relative_to(folder).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
@@ -71,7 +97,7 @@ def key_parts(root: Path, assignment: str, notebook: str, submission_digest: str
         "submission": submission_digest,
         "source notebook": file_digest(source),
         "release notebook": file_digest(release) if release.is_file() else "absent",
-        "checks": package_digest(_PACKAGES / "checks"),
+        "checks": checks_digest(_PACKAGES / "checks", assignment),
         "grader": package_digest(_PACKAGES / "grading"),
         "timeouts and limits": json.dumps(limits, sort_keys=True),
         "sandbox": "on" if sandboxed else "off",
