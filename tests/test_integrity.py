@@ -108,3 +108,26 @@ def test_kernelspec_and_tampering_show_up_as_flags(release):
     flags = compare_with_release(odd, release).flags
     assert "kernelspec changed to 'julia-1.10' (graded with python3)" in flags
     assert "suspected tampering: cell 3, line 2: replaces numpy.allclose" in flags
+
+
+@pytest.mark.parametrize("meta", [
+    {"grade": "yes", "grade_id": ["x"], "points": "lots", "locked": 7, "schema_version": 3},
+    {"grade": True, "grade_id": "test_conv_output_size", "points": "lots", "locked": True, "solution": False,
+     "schema_version": 3},
+    "corrupt",
+], ids=["list-id", "points-not-a-number", "not-a-dict"])
+def test_nbgrader_records_a_notebook_whose_grading_metadata_was_corrupted(meta):
+    """nbgrader's own sanitizers raise on such metadata (TypeError: unhashable type: 'list'); the course's
+    repair runs first, so the notebook the grader graded is the one nbgrader records."""
+    from nbgrader.preprocessors import CheckCellMetadata
+
+    from course_utils.grading.gradebook import SANITIZERS, DropDuplicateIds, RepairMetadata
+
+    assert SANITIZERS[0] is RepairMetadata
+    nb = nbformat.read(RELEASE, as_version=4)
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_conv_output_size")
+    cell.metadata["nbgrader"] = meta
+    resources: dict = {}
+    for step in (RepairMetadata(), DropDuplicateIds(), CheckCellMetadata()):
+        nb, resources = step.preprocess(nb, resources)
+    assert "nbgrader" not in cell.metadata  # graded as a deleted test cell, put back from the source

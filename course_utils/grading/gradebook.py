@@ -20,6 +20,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
                                     OverwriteKernelspec, SaveAutoGrades)
 from traitlets import Unicode
 
+from .integrity import repair_metadata
 from .results import CellResult
 from .store import ResultStore
 
@@ -79,6 +80,16 @@ class TrustedResults(NbGraderPreprocessor):
         return outputs
 
 
+class RepairMetadata(NbGraderPreprocessor):
+    """The trusted grader's repair of corrupted grading metadata (``integrity.repair_metadata``), run before
+    nbgrader's own steps, which raise on a grade_id that is not a string: the notebook nbgrader records is the
+    one the grader graded (a corrupted test cell counts as deleted and is put back from the source)."""
+
+    def preprocess(self, nb, resources):
+        repair_metadata(nb)
+        return nb, resources
+
+
 class DropDuplicateIds(DeduplicateIds):
     """nbgrader's DeduplicateIds, but a duplicate loses its nbgrader metadata entirely.
 
@@ -96,7 +107,7 @@ class DropDuplicateIds(DeduplicateIds):
 
 PREPROCESSORS = [TrustedResults, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
                  AssignLatePenalties, CheckCellMetadata]
-SANITIZERS = [ClearOutput, DropDuplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
+SANITIZERS = [RepairMetadata, ClearOutput, DropDuplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata]
 
 
 def nbgrader_api(root: Path, results_dir: Path):
@@ -141,5 +152,8 @@ def record_grades(root: Path, assignment: str, students: list[str], results_dir:
         outcome = api.autograde(assignment, student, force=True, create=True)
         if not outcome["success"]:
             lines = (outcome.get("error") or outcome.get("log") or "failed").strip().splitlines()
-            errors[student] = f"nbgrader could not record the grades: {lines[-1][:300] if lines else 'failed'}"
+            # the exception's own line, not nbgrader's closing "Please see the above traceback"
+            causes = [line for line in lines if ("Error" in line or "Exception" in line) and "Please see" not in line]
+            why = (causes or lines or ["failed"])[-1].strip()
+            errors[student] = f"nbgrader could not record the grades: {why[:300]}"
     return errors

@@ -129,7 +129,9 @@ def repair_metadata(nb: nbformat.NotebookNode) -> list[str]:
         if meta is None:
             continue
         grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
-        if not isinstance(meta, dict) or "grade_id" in meta and not (isinstance(grade_id, str) and grade_id):
+        if not isinstance(meta, dict) or "grade_id" in meta and not (isinstance(grade_id, str) and grade_id) or \
+                any(key in meta and not isinstance(meta[key], bool) for key in ("grade", "solution", "locked")) or \
+                "points" in meta and (isinstance(meta["points"], bool) or not isinstance(meta["points"], (int, float))):
             del cell.metadata["nbgrader"]
             problems.append(f"corrupted grading metadata in cell {index} ({str(meta)[:80]!r}): ignored, graded as "
                             f"the student's own cell")
