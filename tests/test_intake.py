@@ -212,3 +212,13 @@ def test_canvas_pattern_reads_the_late_marker():
     assert match and match["student_id"] == "doejane" and match["late"] and match["file_id"] == "a0_warmup.ipynb"
     on_time = re.match(CANVAS, "doejane_12345_67890_a0_warmup.ipynb")
     assert on_time and not on_time["late"]
+
+
+def test_two_files_of_one_student_with_the_same_name_are_flagged(root, tmp_path):
+    """Two attempts in one download that map to the same notebook: the later entry is graded, and flagged."""
+    first, second = NOTEBOOK.replace("{}", '{"attempt": 1}', 1), NOTEBOOK.replace("{}", '{"attempt": 2}', 1)
+    download = lms_zip(tmp_path / "a0.zip", {"doejane_1_2_a0_warmup.ipynb": first,
+                                             "sub/doejane_3_4_a0_warmup.ipynb": second})
+    (submission,) = collect(download, root, ASSIGNMENT).submissions
+    assert any("two files of the download are named a0_warmup.ipynb" in flag for flag in submission.flags)
+    assert submitted(root, "doejane")[f"{ASSIGNMENT}.ipynb"] == second

@@ -300,6 +300,9 @@ def _from_lms(source: Path, staging: Path, patterns: list[re.Pattern[str]], limi
                 archive.unlink()
             else:
                 target = incoming.folder / PurePosixPath(file_id).name
+                if target.exists():
+                    incoming.flags.append(f"two files of the download are named {target.name}: the later one in "
+                                          f"the download was graded ({relative.name}); check which is meant")
                 with opener() as stream:
                     incoming.budget.copy(stream, target, relative.name)
         except IntakeProblem as err:
