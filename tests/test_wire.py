@@ -176,3 +176,19 @@ def test_lone_surrogates_come_back_replaced_and_other_text_intact():
 
     assert roundtrip(["a\ud800b", {"k\udfff": "\U0001f600 ✓"}]) == ["a\ufffdb", {"k\ufffd": "\U0001f600 ✓"}]
     assert clean_text("plain") == "plain" and clean_text("\udcff") == "\ufffd"
+
+
+def test_a_checks_test_object_crosses_to_the_worker_but_never_comes_back_from_it():
+    """The grader sends a2's test function (and a NumPy generator) to the student's code as data; the
+    student's answers are read as plain data only."""
+    import numpy as np
+
+    from course_utils.checks.a2_backprop_init import Objective
+    from course_utils.grading.wire import WireError, decode, encode
+
+    assert decode(encode(np.random.default_rng(3))).random() == np.random.default_rng(3).random()
+    f = Objective(c=np.array([1.0, 2.0]), a=np.array([0.5, -1.0]))
+    rebuilt = decode(encode([f]), objects=True)[0]
+    assert type(rebuilt) is Objective and rebuilt(np.array([1.0, 1.0])) == f(np.array([1.0, 1.0]))
+    with pytest.raises(WireError, match="plain data"):
+        decode(encode([f]))

@@ -162,7 +162,8 @@ def main() -> int:
             if op == "exec":
                 answer = worker.execute(str(request["source"]))
             elif op == "call":
-                answer = worker.call(str(request["name"]), decode(request["args"]), decode(request["kwargs"]),
+                answer = worker.call(str(request["name"]), decode(request["args"], objects=True),
+                                     decode(request["kwargs"], objects=True),
                                      [str(n) for n in request.get("refuse", [])],
                                      [str(n) for n in request.get("forbid", [])])
             elif op == "bye":
