@@ -43,8 +43,8 @@ from typing import Any
 from .guard import ForbiddenReference, Guard, blocked, install, qualified_op
 
 __all__ = ["CheckFailure", "ForbiddenReference", "check", "operations", "blocked", "expect_equal", "expect_raises",
-           "expect_close", "passed", "hidden_seed", "hidden_random", "hidden_generator", "secret_problem",
-           "secret_fingerprint", "GRADING_SEED_VAR", "PUBLIC_SECRET", "SECRET_BITS"]
+           "expect_close", "case_label", "type_name", "passed", "hidden_seed", "hidden_random", "hidden_generator",
+           "secret_problem", "secret_fingerprint", "GRADING_SEED_VAR", "PUBLIC_SECRET", "SECRET_BITS"]
 
 #: Environment variable holding the instructor's secret, from which every hidden input is derived.
 GRADING_SEED_VAR = "COURSE_GRADING_SEED"
@@ -270,6 +270,29 @@ def expect_close(got: Any, expected: Any, what: str, *, atol: float = 1e-5, rtol
             f"{what}: {int(bad.sum())} of {got64.numel()} values are off; the largest error is "
             f"{float(error.flatten()[flat]):.3g} at index {index} (got {float(got64.flatten()[flat]):.6g}, "
             f"expected {float(expected64.flatten()[flat]):.6g}; tolerance {atol:g} + {rtol:g}·|expected|)")
+
+
+def case_label(name: str, call: str, rule: str, hidden: bool) -> str:
+    """How a failure names its case: the call for a visible case, only the rule for a hidden one."""
+    return f"{name}, on a hidden case ({rule})" if hidden else f"{call} [{rule}]"
+
+
+def type_name(value: Any, hidden: bool) -> str:
+    """The name of ``value``'s type; on a hidden case, of its first built-in base (a class the student named,
+    or its message, could quote the hidden inputs)."""
+    import builtins
+
+    import numpy as np
+    import torch
+
+    cls = value if isinstance(value, type) else type(value)
+    if not hidden:
+        return cls.__name__
+    known_types = ((ForbiddenReference, "ForbiddenReference"), (np.ndarray, "ndarray"), (torch.Tensor, "Tensor"))
+    for known, shown in known_types:
+        if issubclass(cls, known):
+            return shown
+    return next(c.__name__ for c in cls.__mro__ if getattr(builtins, c.__name__, None) is c)
 
 
 def passed(what: str, cases: int) -> None:

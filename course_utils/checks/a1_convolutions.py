@@ -27,7 +27,6 @@ not depend on the sizes; a Python loop over images, channels or positions makes 
 
 from __future__ import annotations
 
-import builtins
 import functools
 import random
 import zlib
@@ -37,7 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import CheckFailure, ForbiddenReference, check, expect_close, hidden_generator, hidden_random, operations, passed
+from . import CheckFailure, check, expect_close, hidden_generator, hidden_random, operations, passed
+from . import case_label as _where, type_name as _kind
 from .a0_warmup import VISIBLE_CASES as A0_SIZE_CASES
 from .a0_warmup import reference_output_size
 from .guard import AVERAGE_POOLING_OPS, CONVOLUTION_OPS, POOLING_OPS
@@ -82,24 +82,6 @@ def _name(fn: Callable, default: str) -> str:
 
 def _describe(**settings: Any) -> str:
     return ", ".join(f"{k}={tuple(v.shape) if isinstance(v, torch.Tensor) else v}" for k, v in settings.items())
-
-
-def _where(name: str, call: str, rule: str, hidden: bool) -> str:
-    """How a failure names its case: the call for a visible case, only the rule for a hidden one."""
-    return f"{name}, on a hidden case ({rule})" if hidden else f"{call} [{rule}]"
-
-
-def _kind(value: Any, hidden: bool) -> str:
-    """The name of ``value``'s type; on a hidden case, of its first built-in base (a class the student named,
-    or its message, could quote the hidden inputs)."""
-    cls = value if isinstance(value, type) else type(value)
-    if not hidden:
-        return cls.__name__
-    if issubclass(cls, ForbiddenReference):
-        return "ForbiddenReference"
-    if issubclass(cls, torch.Tensor):
-        return "Tensor"
-    return next(c.__name__ for c in cls.__mro__ if getattr(builtins, c.__name__, None) is c)
 
 
 def _call(fn: Callable, where: str, hidden: bool, *args: Any, **kwargs: Any) -> Any:

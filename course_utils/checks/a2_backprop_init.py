@@ -32,7 +32,6 @@ the rule involved and what was wrong (shape or values), never the inputs.
 
 from __future__ import annotations
 
-import builtins
 import functools
 import math
 import random
@@ -44,7 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import CheckFailure, ForbiddenReference, check, expect_close, hidden_seed, operations, passed
+from . import CheckFailure, check, expect_close, hidden_seed, operations, passed
+from . import case_label as _where, type_name as _kind
 
 __all__ = ["check_linear", "check_relu", "check_sigmoid", "check_tanh", "check_softmax_cross_entropy",
            "check_conv2d_backward", "check_max_pool2d_backward", "check_numerical_gradient",
@@ -84,26 +84,6 @@ def _name(fn: Callable, default: str) -> str:
 
 def _describe(**settings: Any) -> str:
     return ", ".join(f"{k}={tuple(v.shape) if isinstance(v, np.ndarray) else v}" for k, v in settings.items())
-
-
-def _where(name: str, call: str, rule: str, hidden: bool) -> str:
-    """How a failure names its case: the call for a visible case, only the rule for a hidden one."""
-    return f"{name}, on a hidden case ({rule})" if hidden else f"{call} [{rule}]"
-
-
-def _kind(value: Any, hidden: bool) -> str:
-    """The name of ``value``'s type; on a hidden case, of its first built-in base (a class the student named,
-    or its message, could quote the hidden inputs)."""
-    cls = value if isinstance(value, type) else type(value)
-    if not hidden:
-        return cls.__name__
-    if issubclass(cls, ForbiddenReference):
-        return "ForbiddenReference"
-    if issubclass(cls, np.ndarray):
-        return "ndarray"
-    if issubclass(cls, torch.Tensor):
-        return "Tensor"
-    return next(c.__name__ for c in cls.__mro__ if getattr(builtins, c.__name__, None) is c)
 
 
 def _numpy_call(fn: Callable, where: str, hidden: bool, *args: Any, **kwargs: Any) -> Any:
