@@ -141,19 +141,24 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
         optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, val_loader: Iterable | None = None,
         device: torch.device | str | None = None, amp: bool = True, scheduler=None,
-        time_budget: float | None = None, progress: bool = True) -> History:
+        scheduler_step: str = "epoch", time_budget: float | None = None, progress: bool = True) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_loader``; return a :class:`History`.
 
     optimizer:   defaults to Adam with learning rate ``lr``.
     loss_fn:     defaults to ``nn.CrossEntropyLoss()`` (it takes logits).
     device:      defaults to :func:`get_device`; the model and every batch are moved there.
     amp:         float16 mixed precision with gradient scaling on CUDA (ignored elsewhere).
-    scheduler:   an LR scheduler stepped once per epoch.
+    scheduler:   an LR scheduler (``torch.optim.lr_scheduler`` or anything with a ``step()``), stepped
+                 after every epoch (``scheduler_step="epoch"``, the default: step and exponential
+                 decay count epochs) or after every optimizer step (``scheduler_step="batch"``: warm-up
+                 and cosine schedules counted in batches, whose length is epochs * batches per epoch).
     time_budget: seconds; training stops after the batch that exceeds it (the one
                  documented source of run-to-run differences, so it is off by default).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if scheduler_step not in ("epoch", "batch"):
+        raise ValueError(f'scheduler_step must be "epoch" or "batch", got {scheduler_step!r}')
     if time_budget is not None and not time_budget > 0:
         raise ValueError(f"time_budget must be a positive number of seconds or None, got {time_budget!r}")
     device = torch.device(device) if device is not None else get_device(verbose=False)
@@ -182,6 +187,8 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if scheduler is not None and scheduler_step == "batch":
+                scheduler.step()
             n = targets.shape[0]
             total_loss += loss.detach().float() * n
             count += n
@@ -197,7 +204,7 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,
                 break
         if count == 0:
             raise ValueError("the training loader yielded no batches")
-        if scheduler is not None:
+        if scheduler is not None and scheduler_step == "epoch":
             scheduler.step()
         val = (evaluate(model, val_loader, loss_fn, device, amp=use_amp) if val_loader is not None
                else {"loss": math.nan, "accuracy": math.nan})

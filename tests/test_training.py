@@ -108,3 +108,20 @@ def test_bad_batches_and_empty_loaders_are_explained():
         fit(_model(), [torch.rand(2, 1, 8, 8)], epochs=1, device="cpu", progress=False)
     with pytest.raises(ValueError, match="yielded no batches"):
         fit(_model(), [], epochs=1, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("scheduler_step, expected_steps", [("epoch", 3), ("batch", 3 * 4)])
+def test_the_scheduler_steps_once_per_epoch_or_once_per_batch(scheduler_step, expected_steps):
+    loader = [(torch.rand(5, 1, 8, 8), torch.randint(0, 10, (5,))) for _ in range(4)]
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    # The rate after k scheduler steps is 1 / (k + 1): the last rate tells how often it was stepped.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 1 / (k + 1))
+    fit(model, loader, epochs=3, optimizer=optimizer, scheduler=scheduler, scheduler_step=scheduler_step,
+        device="cpu", progress=False)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1 / (expected_steps + 1))
+
+
+def test_fit_rejects_an_unknown_scheduler_step():
+    with pytest.raises(ValueError, match='scheduler_step must be "epoch" or "batch"'):
+        fit(_model(), [], epochs=1, scheduler_step="step", device="cpu", progress=False)
