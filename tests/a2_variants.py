@@ -44,9 +44,11 @@ CONTRACT_CELLS = {
     "test_relative_error": ("check_relative_error", ("relative_error",), 3),
     "test_two_layer_loss": ("check_two_layer_loss", ("two_layer_loss",), 8),
     "test_two_layer_training": ("check_two_layer_training", ("two_layer_loss", "train_two_layer"), 5),
-    "test_lecun_normal": ("check_lecun_normal", ("lecun_normal",), 5),
-    "test_glorot_uniform": ("check_glorot_uniform", ("glorot_uniform",), 5),
-    "test_kaiming_normal": ("check_kaiming_normal", ("kaiming_normal",), 5),
+    "test_lecun_normal": ("check_lecun_normal", ("lecun_normal",), 3),
+    "test_glorot_uniform": ("check_glorot_uniform", ("glorot_uniform",), 3),
+    "test_glorot_normal": ("check_glorot_normal", ("glorot_normal",), 3),
+    "test_kaiming_normal": ("check_kaiming_normal", ("kaiming_normal",), 3),
+    "test_kaiming_uniform": ("check_kaiming_uniform", ("kaiming_uniform",), 3),
 }
 
 
@@ -221,15 +223,24 @@ def glorot_uniform(fan_in, fan_out, rng):
     return rng.uniform(-a, a, size=(fan_out, fan_in))
 
 
+def glorot_normal(fan_in, fan_out, rng):
+    return rng.normal(0.0, math.sqrt(2 / (fan_in + fan_out)), size=(fan_out, fan_in))
+
+
 def kaiming_normal(fan_in, fan_out, rng):
     return rng.normal(0.0, math.sqrt(2 / fan_in), size=(fan_out, fan_in))
+
+
+def kaiming_uniform(fan_in, fan_out, rng):
+    a = math.sqrt(6 / fan_in)
+    return rng.uniform(-a, a, size=(fan_out, fan_in))
 
 
 REFERENCE = {name: globals()[name] for name in (
     "linear_forward", "linear_backward", "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward", "softmax_cross_entropy", "conv2d_forward", "conv2d_backward",
     "max_pool2d_forward", "max_pool2d_backward", "numerical_gradient", "relative_error", "two_layer_loss",
-    "train_two_layer", "lecun_normal", "glorot_uniform", "kaiming_normal")}
+    "train_two_layer", "lecun_normal", "glorot_uniform", "glorot_normal", "kaiming_normal", "kaiming_uniform")}
 
 
 def _rebound(fn: Callable, namespace: dict) -> Callable:
@@ -458,6 +469,18 @@ def kaiming_normal_standard(fan_in, fan_out, rng):
     return rng.standard_normal(size=(fan_out, fan_in)) * std
 
 
+def glorot_normal_scaled(fan_in, fan_out, rng):
+    """Glorot's normal as PyTorch writes it: a gain times sqrt(2 / (fan_in + fan_out))."""
+    gain = 1.0
+    return gain * math.sqrt(2.0 / float(fan_in + fan_out)) * rng.standard_normal((fan_out, fan_in))
+
+
+def kaiming_uniform_via_std(fan_in, fan_out, rng):
+    """Kaiming's uniform from its standard deviation: the bound is sqrt(3) times it."""
+    std = np.sqrt(2.0) / np.sqrt(fan_in)
+    return rng.uniform(-np.sqrt(3.0) * std, np.sqrt(3.0) * std, (fan_out, fan_in))
+
+
 CORRECT: dict[str, dict[str, Callable]] = {
     "linear_backward_einsum": {"linear_forward": linear_forward, "linear_backward": linear_backward_einsum},
     "relu_cache_output_where": {"relu_forward": relu_forward_cache_out, "relu_backward": relu_backward_where},
@@ -476,6 +499,8 @@ CORRECT: dict[str, dict[str, Callable]] = {
     "glorot_uniform_low_high": {"glorot_uniform": glorot_uniform_low_high},
     "glorot_uniform_from_random": {"glorot_uniform": glorot_uniform_from_random},
     "kaiming_normal_standard": {"kaiming_normal": kaiming_normal_standard},
+    "glorot_normal_scaled": {"glorot_normal": glorot_normal_scaled},
+    "kaiming_uniform_via_std": {"kaiming_uniform": kaiming_uniform_via_std},
 }
 
 
@@ -687,6 +712,31 @@ def kaiming_std_as_variance(fan_in, fan_out, rng):
     return rng.normal(0.0, 2 / fan_in, size=(fan_out, fan_in))
 
 
+def glorot_normal_with_the_uniform_bound(fan_in, fan_out, rng):
+    """The uniform bound sqrt(6 / (fan_in + fan_out)) used as a standard deviation: 3 times the variance."""
+    return rng.normal(0.0, math.sqrt(6 / (fan_in + fan_out)), size=(fan_out, fan_in))
+
+
+def glorot_normal_fan_in_only(fan_in, fan_out, rng):
+    """LeCun's variance 1/fan_in: right for square layers only, which the non-square sample shows."""
+    return rng.normal(0.0, math.sqrt(1 / fan_in), size=(fan_out, fan_in))
+
+
+def kaiming_uniform_std_as_bound(fan_in, fan_out, rng):
+    """uniform(-s, s) with s the standard deviation sqrt(2/fan_in): a third of the variance."""
+    s = math.sqrt(2 / fan_in)
+    return rng.uniform(-s, s, size=(fan_out, fan_in))
+
+
+def kaiming_uniform_uses_fan_out(fan_in, fan_out, rng):
+    a = math.sqrt(6 / fan_out)
+    return rng.uniform(-a, a, size=(fan_out, fan_in))
+
+
+def kaiming_uniform_is_normal(fan_in, fan_out, rng):
+    return rng.normal(0.0, math.sqrt(2 / fan_in), size=(fan_out, fan_in))
+
+
 WRONG: dict[str, tuple[dict[str, Callable], set[str]]] = {
     "linear_dw_transposed": ({"linear_forward": linear_forward, "linear_backward": linear_dw_transposed}, LINEAR),
     "linear_db_not_summed": ({"linear_forward": linear_forward, "linear_backward": linear_db_not_summed}, LINEAR),
@@ -733,6 +783,12 @@ WRONG: dict[str, tuple[dict[str, Callable], set[str]]] = {
     "kaiming_uses_fan_out": ({"kaiming_normal": kaiming_uses_fan_out}, {"test_kaiming_normal"}),
     "kaiming_global_generator": ({"kaiming_normal": kaiming_global_generator}, {"test_kaiming_normal"}),
     "kaiming_std_as_variance": ({"kaiming_normal": kaiming_std_as_variance}, {"test_kaiming_normal"}),
+    "glorot_normal_with_the_uniform_bound": ({"glorot_normal": glorot_normal_with_the_uniform_bound},
+                                             {"test_glorot_normal"}),
+    "glorot_normal_fan_in_only": ({"glorot_normal": glorot_normal_fan_in_only}, {"test_glorot_normal"}),
+    "kaiming_uniform_std_as_bound": ({"kaiming_uniform": kaiming_uniform_std_as_bound}, {"test_kaiming_uniform"}),
+    "kaiming_uniform_uses_fan_out": ({"kaiming_uniform": kaiming_uniform_uses_fan_out}, {"test_kaiming_uniform"}),
+    "kaiming_uniform_is_normal": ({"kaiming_uniform": kaiming_uniform_is_normal}, {"test_kaiming_uniform"}),
 }
 
 

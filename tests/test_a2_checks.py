@@ -193,12 +193,12 @@ def test_the_edge_cases_the_task_states_are_visible():
              + checks.POOL_CASES + checks.NUMERICAL_CASES + checks.RELATIVE_CASES + checks.LINEAR_CASES}
     for rule in ("inputs exactly 0: ReLU's gradient there is 0, as PyTorch's",
                  "inputs of magnitude up to 1000: finite values, no overflow",
-                 "logits of magnitude 1000: log-sum-exp keeps them finite", "a row of equal logits: probabilities 1/K",
+                 "logits of magnitude 1000: log-sum-exp keeps them finite", "a row of equal logits: probabilities 1/n_cls",
                  "a stride with a remainder: input rows and columns never read get 0 gradient",
                  "padding: dx is shaped like x (the padding's gradient is cropped)",
                  "overlapping windows (stride < kernel size) that share a maximum: the gradients add up",
                  "the step h is the argument's", "values near zero: the denominator is at least 1e-8",
-                 "two zero arrays: 0, not nan", "a square weight (D = M): a transposed dw shows in its values"):
+                 "two zero arrays: 0, not nan", "a square weight (D_in = D_out): a transposed dw shows in its values"):
         assert rule in rules, rule
 
 

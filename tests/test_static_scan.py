@@ -50,6 +50,9 @@ ATTACKS: dict[str, tuple[list[str], list[tuple[int, int, str]]]] = {
     "guard class patched": (
         ["from course_utils.checks.guard import Guard as _G\n_G.call = lambda self, fn, a, k, **kw: (fn(*a, **k), 0)"],
         [(0, 2, "replaces course_utils.checks.guard.Guard.call (through alias _G)")]),
+    "the course's gradient checker taken for a2's answer": (
+        ["from course_utils.checks.gradients import numerical_gradient as ng"],
+        [(0, 1, "imports course_utils.checks.gradients.numerical_gradient (the checks' machinery)")]),
     "private helper of the checks": (
         ["from course_utils.checks import _guarded as _g"],
         [(0, 1, "imports course_utils.checks._guarded (the checks' machinery)")]),

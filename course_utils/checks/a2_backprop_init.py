@@ -44,12 +44,13 @@ import torch
 import torch.nn.functional as F
 
 from . import CheckFailure, check, expect_close, hidden_seed, operations, passed
-from . import case_label as _where, type_name as _kind
+from . import case_label as _where, gradients, type_name as _kind
 
 __all__ = ["check_linear", "check_relu", "check_sigmoid", "check_tanh", "check_softmax_cross_entropy",
            "check_conv2d_backward", "check_max_pool2d_backward", "check_numerical_gradient",
            "check_relative_error", "check_two_layer_loss", "check_two_layer_training", "check_lecun_normal",
-           "check_glorot_uniform", "check_kaiming_normal", "Objective", "hidden_rules"]
+           "check_glorot_uniform", "check_glorot_normal", "check_kaiming_normal", "check_kaiming_uniform",
+           "Objective", "hidden_rules"]
 
 ASSIGNMENT = "a2_backprop_init"
 ATOL, RTOL = 1e-6, 1e-5           # float64 answers against float64 references
@@ -165,17 +166,17 @@ def _autograd(forward: Callable[..., torch.Tensor], inputs: Sequence[np.ndarray]
 
 
 # --- 1. layers ----------------------------------------------------------------------------------
-# (rule, (N, D, M))
+# (rule, (N, D_in, D_out))
 LINEAR_CASES: list[Case] = [
     ("one example", (1, 3, 2)),
-    ("a batch, D != M: dw is shaped like w, (out, in)", (4, 5, 3)),
+    ("a batch, D_in != D_out: dw is shaped like w, (D_out, D_in)", (4, 5, 3)),
     ("a batch: db sums dout over the examples", (6, 2, 4)),
-    ("a square weight (D = M): a transposed dw shows in its values", (3, 4, 4)),
-    ("one output (M = 1)", (5, 3, 1)),
+    ("a square weight (D_in = D_out): a transposed dw shows in its values", (3, 4, 4)),
+    ("one output (D_out = 1)", (5, 3, 1)),
 ]
 HIDDEN_LINEAR_CASES: list[Case] = [
-    ("a batch, D != M: dw is shaped like w, (out, in)", (5, 4, 6)),
-    ("a square weight (D = M): a transposed dw shows in its values", (4, 5, 5)),
+    ("a batch, D_in != D_out: dw is shaped like w, (D_out, D_in)", (5, 4, 6)),
+    ("a square weight (D_in = D_out): a transposed dw shows in its values", (4, 5, 5)),
     ("a batch: db sums dout over the examples", (7, 3, 2)),
     ("one example", (1, 4, 3)),
 ]
@@ -187,7 +188,7 @@ def _random_linear_cases(rng: random.Random, count: int = 4) -> list[Case]:
 
 @check()
 def check_linear(linear_forward: Callable, linear_backward: Callable, hidden: bool = False) -> None:
-    """out = x @ w.T + b; (dx, dw, db) agree with autograd: dw shaped like w (M, D), db summed over the batch."""
+    """out = x @ w.T + b; (dx, dw, db) agree with autograd: dw shaped like w (D_out, D_in), db summed over the batch."""
     g = _np_rng(hidden, "check_linear", "arrays")
     cases = HIDDEN_LINEAR_CASES + _random_linear_cases(_rng(True, "check_linear", "random")) \
         if hidden else LINEAR_CASES
@@ -281,18 +282,18 @@ check_tanh = _activation_check(
     "tanh and its gradient 1 - tanh(x)^2 (from the output, not the input); inputs of magnitude 1000.")
 
 
-# (rule, (N, K, values))
+# (rule, (N, n_cls, values))
 SOFTMAX_CASES: list[Case] = [
     ("a batch: the loss is the mean over the examples", (4, 5, "normal")),
     ("one example", (1, 3, "normal")),
     ("logits of magnitude 1000: log-sum-exp keeps them finite", (3, 4, "large")),
-    ("a row of equal logits: probabilities 1/K", (3, 6, "equal")),
+    ("a row of equal logits: probabilities 1/n_cls", (3, 6, "equal")),
     ("two classes", (5, 2, "normal")),
 ]
 HIDDEN_SOFTMAX_CASES: list[Case] = [
     ("logits of magnitude 1000: log-sum-exp keeps them finite", (4, 3, "large")),
     ("a batch: the loss is the mean over the examples", (6, 4, "normal")),
-    ("a row of equal logits: probabilities 1/K", (2, 5, "equal")),
+    ("a row of equal logits: probabilities 1/n_cls", (2, 5, "equal")),
     ("two classes", (3, 2, "normal")),
 ]
 
@@ -556,8 +557,8 @@ def _relative_inputs(g: np.random.Generator, shape: tuple[int, ...], kind: str) 
 
 
 def reference_relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max over elements of |a - b| / max(1e-8, |a| + |b|)."""
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+    """max over elements of |a - b| / max(1e-8, |a| + |b|): the course's shared definition."""
+    return gradients.relative_error(a, b)
 
 
 def _random_relative_cases(rng: random.Random, count: int = 4) -> list[Case]:
@@ -582,15 +583,15 @@ def check_relative_error(relative_error: Callable, hidden: bool = False) -> None
 
 
 # --- 3. a two-layer network -----------------------------------------------------------------------
-# (rule, (N, D, H, K))
+# (rule, (N, D, D_h, n_cls))
 TWO_LAYER_CASES: list[Case] = [
-    ("a batch, D != H != K", (5, 4, 6, 3)),
+    ("a batch, D != D_h != n_cls", (5, 4, 6, 3)),
     ("one example", (1, 3, 5, 4)),
-    ("digit-sized: D = 64, K = 10", (8, 64, 16, 10)),
+    ("digit-sized: D = 64, n_cls = 10", (8, 64, 16, 10)),
 ]
 HIDDEN_TWO_LAYER_CASES: list[Case] = [
-    ("a batch, D != H != K", (6, 5, 4, 3)),
-    ("digit-sized: D = 64, K = 10", (10, 64, 12, 10)),
+    ("a batch, D != D_h != n_cls", (6, 5, 4, 3)),
+    ("digit-sized: D = 64, n_cls = 10", (10, 64, 12, 10)),
     ("one example", (1, 4, 3, 5)),
 ]
 PARAMETERS = ("w1", "b1", "w2", "b2")
@@ -728,8 +729,13 @@ INITIALIZERS = {
     "glorot_uniform": ("uniform", lambda fan_in, fan_out: 2 / (fan_in + fan_out), "linear",
                        "Var(w) = 2/(fan_in + fan_out) = 1/fan_in for square layers keeps a linear network's "
                        "second moment"),
+    "glorot_normal": ("normal", lambda fan_in, fan_out: 2 / (fan_in + fan_out), "linear",
+                      "Var(w) = 2/(fan_in + fan_out) = 1/fan_in for square layers keeps a linear network's "
+                      "second moment"),
     "kaiming_normal": ("normal", lambda fan_in, fan_out: 2 / fan_in, "relu", "Var(w) = 2/fan_in keeps a ReLU "
                        "network's second moment"),
+    "kaiming_uniform": ("uniform", lambda fan_in, fan_out: 2 / fan_in, "relu", "Var(w) = 2/fan_in keeps a ReLU "
+                        "network's second moment"),
 }
 
 
@@ -838,7 +844,9 @@ def _initializer_check(check_name: str, label: str) -> Callable[..., None]:
 
 check_lecun_normal = _initializer_check("check_lecun_normal", "lecun_normal")
 check_glorot_uniform = _initializer_check("check_glorot_uniform", "glorot_uniform")
+check_glorot_normal = _initializer_check("check_glorot_normal", "glorot_normal")
 check_kaiming_normal = _initializer_check("check_kaiming_normal", "kaiming_normal")
+check_kaiming_uniform = _initializer_check("check_kaiming_uniform", "kaiming_uniform")
 
 
 def hidden_rules() -> dict[str, Sequence[str]]:

@@ -39,7 +39,8 @@ _SETTINGS = ("torch.backends", "torch._dynamo.config", "torch._inductor.config",
 # Names a student may use from course_utils.checks are the assignment modules and the exceptions; these are not.
 _MACHINERY = {"guard", "blocked", "check", "operations", "install", "Guard", "guarded_call", "hidden_seed",
               "hidden_random", "hidden_generator", "secret_problem", "secret_fingerprint", "grading_seed",
-              "GRADING_SEED_VAR", "__wrapped__", "__globals__", "__closure__", "__code__"}
+              "GRADING_SEED_VAR", "gradients", "codeguard", "drive", "drive_counted", "__wrapped__", "__globals__",
+              "__closure__", "__code__"}
 _DISPATCH_PATHS = ("torch._C", "torch.library", "torch._ops", "torch._dispatch", "torch.utils._python_dispatch")
 # in torch, any private name about dispatch or modes; reached through anything else, only the unmistakable ones
 _TORCH_DISPATCH = re.compile(r"_\w*(dispatch|mode)\w*|TorchDispatchMode|TorchFunctionMode", re.IGNORECASE)
