@@ -712,6 +712,18 @@ def kaiming_std_as_variance(fan_in, fan_out, rng):
     return rng.normal(0.0, 2 / fan_in, size=(fan_out, fan_in))
 
 
+def sigmoid_forward_literal(x):
+    """Right values (1/(1 + inf) = 0), but NumPy warns 'overflow encountered in exp' for x < -709."""
+    out = 1 / (1 + np.exp(-x))
+    return out, out
+
+
+def sigmoid_forward_where_both_branches(x):
+    """np.where evaluates both branches everywhere: exp(x) overflows for x > 709 (the values are still right)."""
+    out = np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+    return out, out
+
+
 def glorot_normal_with_the_uniform_bound(fan_in, fan_out, rng):
     """The uniform bound sqrt(6 / (fan_in + fan_out)) used as a standard deviation: 3 times the variance."""
     return rng.normal(0.0, math.sqrt(6 / (fan_in + fan_out)), size=(fan_out, fan_in))
@@ -783,6 +795,10 @@ WRONG: dict[str, tuple[dict[str, Callable], set[str]]] = {
     "kaiming_uses_fan_out": ({"kaiming_normal": kaiming_uses_fan_out}, {"test_kaiming_normal"}),
     "kaiming_global_generator": ({"kaiming_normal": kaiming_global_generator}, {"test_kaiming_normal"}),
     "kaiming_std_as_variance": ({"kaiming_normal": kaiming_std_as_variance}, {"test_kaiming_normal"}),
+    "sigmoid_literal_overflows": ({"sigmoid_forward": sigmoid_forward_literal, "sigmoid_backward": sigmoid_backward},
+                                  {"test_sigmoid"}),
+    "sigmoid_where_both_branches": ({"sigmoid_forward": sigmoid_forward_where_both_branches,
+                                     "sigmoid_backward": sigmoid_backward}, {"test_sigmoid"}),
     "glorot_normal_with_the_uniform_bound": ({"glorot_normal": glorot_normal_with_the_uniform_bound},
                                              {"test_glorot_normal"}),
     "glorot_normal_fan_in_only": ({"glorot_normal": glorot_normal_fan_in_only}, {"test_glorot_normal"}),

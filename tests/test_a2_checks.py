@@ -265,3 +265,13 @@ def test_a_hidden_secret_changes_the_hidden_inputs(monkeypatch):
         outputs.add(printed["test_kaiming_normal"].output)
         assert namespace
     assert len(outputs) == 2
+
+
+def test_the_course_gradient_checker_is_no_answer_to_the_gradient_checking_questions():
+    from course_utils.checks import CheckFailure, ForbiddenReference
+    from course_utils.checks import gradients as course_gradients
+
+    for check, answer in ((checks.check_numerical_gradient, course_gradients.numerical_gradient),
+                          (checks.check_relative_error, course_gradients.relative_error)):
+        with pytest.raises((CheckFailure, ForbiddenReference), match="own gradient checker"):
+            check(answer)

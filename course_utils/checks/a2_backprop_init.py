@@ -43,14 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import CheckFailure, check, expect_close, hidden_seed, operations, passed
+from . import CheckFailure, check, drive, expect_close, hidden_seed, operations, passed
 from . import case_label as _where, gradients, type_name as _kind
 
 __all__ = ["check_linear", "check_relu", "check_sigmoid", "check_tanh", "check_softmax_cross_entropy",
            "check_conv2d_backward", "check_max_pool2d_backward", "check_numerical_gradient",
            "check_relative_error", "check_two_layer_loss", "check_two_layer_training", "check_lecun_normal",
            "check_glorot_uniform", "check_glorot_normal", "check_kaiming_normal", "check_kaiming_uniform",
-           "Objective", "hidden_rules"]
+           "Objective", "Quietly", "hidden_rules"]
 
 ASSIGNMENT = "a2_backprop_init"
 ATOL, RTOL = 1e-6, 1e-5           # float64 answers against float64 references
@@ -243,6 +243,27 @@ HIDDEN_SQUASH_CASES: list[Case] = [
 ]
 
 
+class Quietly:
+    """A scenario the grader runs where the student's code lives: call a forward pass on ``x`` with NumPy's
+    floating-point warnings turned into errors (overflow, invalid values, division by zero; underflow to 0 is
+    fine). Returns None, or NumPy's message if it would have warned (a warning in a graded cell goes to stderr).
+    """
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = np.asarray(x, dtype=np.float64)
+
+    def __wire__(self) -> dict[str, np.ndarray]:
+        return {"x": self.x}
+
+    def __call__(self, forward: Callable) -> str | None:
+        with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+            try:
+                forward(self.x.copy())
+            except FloatingPointError as err:
+                return str(err)
+        return None
+
+
 def _random_activation_cases(rng: random.Random, values: Sequence[str], count: int = 3) -> list[Case]:
     return [("a random setting", ((rng.randint(1, 6), rng.randint(1, 8)), rng.choice(values))) for _ in range(count)]
 
@@ -264,6 +285,12 @@ def _activation_check(check_name: str, label: str, reference: Callable[[torch.Te
             _compare(got_out, out, where + ", out", hidden)
             where = _where(f"{label}_backward", f"{label}_backward({_describe(dout=dout)}, cache)", rule, hidden)
             _compare(_numpy_call(backward, where, hidden, dout, cache), dx, where + ", dx", hidden)
+            if kind == "large":  # "no overflow": right values are not enough, NumPy must not warn either
+                where = _where(f"{label}_forward", f"{label}_forward({_describe(x=x)})", rule, hidden)
+                complaint = drive(forward, Quietly(x))
+                if complaint is not None:
+                    raise CheckFailure(f"{where}: NumPy warns '{complaint}' (the warning goes to stderr, which "
+                                       f"fails a graded cell): no exponent may be large and positive")
         passed(f"{label}_forward / {label}_backward" + (" (hidden cases)" if hidden else ""), len(cases))
 
     run.__name__ = run.__qualname__ = check_name
@@ -504,7 +531,7 @@ def _random_numerical_cases(rng: random.Random, count: int = 3) -> list[Case]:
             for _ in range(count)]
 
 
-@check()
+@check(refuse_code=("course_utils.checks.gradients",), why="this question asks for your own gradient checker")
 def check_numerical_gradient(numerical_gradient: Callable, hidden: bool = False) -> None:
     """Central differences, an array shaped like x, the step h passed on, and x unchanged afterwards."""
     g = _np_rng(hidden, "check_numerical_gradient", "arrays")
@@ -566,7 +593,7 @@ def _random_relative_cases(rng: random.Random, count: int = 4) -> list[Case]:
             for _ in range(count)]
 
 
-@check()
+@check(refuse_code=("course_utils.checks.gradients",), why="this question asks for your own gradient checker")
 def check_relative_error(relative_error: Callable, hidden: bool = False) -> None:
     """max |a - b| / max(1e-8, |a| + |b|) over the elements, as a float: 0 for equal or zero arrays."""
     g = _np_rng(hidden, "check_relative_error", "arrays")
