@@ -18,11 +18,15 @@ sliding_window  where a convolution's window lands and the output size (lecture 
 conv_matrix     a convolution as a matrix C and its transpose, one kernel weight lit (lecture 02)
 gradient_flow   per-layer gradient norms of a deep network, by depth, activation and init (lecture 03)
 init_explorer   per-layer activation histograms and std at initialization, by init, activation, depth (lecture 04)
+optimizer_race  PyTorch's optimizers side by side on a 2-D loss surface: paths and loss per step (lecture 05)
+batch_noise     batch size vs the spread of batch means and variances, the 1/sqrt(B) law (lecture 06)
 """
 
+from .batch_noise import BatchNoise, batch_noise_explorer, batch_noise_figure, batch_statistics
 from .conv_matrix import conv_matrix_figure, conv_matrix_of, conv_matrix_summary, conv_matrix_viewer
 from .gradient_flow import GradientFlow, gradient_flow, gradient_flow_explorer, gradient_flow_figure
 from .init_explorer import LayerActivations, init_figure, initialization_explorer, layer_activations
+from .optimizer_race import RacePath, optimizer_race_explorer, race, race_figure, trajectory
 from .registry import DEMOS, STATIC_ENV, Demo, demo, static_mode
 from .shapes import shapes_explorer, shapes_figure
 from .sliding_window import WindowLayout, sliding_window_explorer, sliding_window_figure, window_layout
@@ -32,4 +36,6 @@ __all__ = ["DEMOS", "Demo", "demo", "static_mode", "STATIC_ENV",
            "conv_matrix_viewer",
            "WindowLayout", "window_layout", "sliding_window_figure", "sliding_window_explorer",
            "GradientFlow", "gradient_flow", "gradient_flow_figure", "gradient_flow_explorer",
-           "LayerActivations", "layer_activations", "init_figure", "initialization_explorer"]
+           "LayerActivations", "layer_activations", "init_figure", "initialization_explorer",
+           "RacePath", "trajectory", "race", "race_figure", "optimizer_race_explorer",
+           "BatchNoise", "batch_statistics", "batch_noise_figure", "batch_noise_explorer"]
