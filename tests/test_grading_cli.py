@@ -223,6 +223,24 @@ def test_notebook_timeout_reaches_the_session(monkeypatch, bare_course):
     assert (seen["timeouts"].notebook, seen["timeouts"].cell) == (42, 7)
 
 
+@pytest.mark.parametrize("flag, gpu", [([], False), (["--gpu"], True)], ids=["cpu", "gpu"])
+def test_gpu_is_opt_in_and_reaches_each_sandbox(monkeypatch, bare_course, tmp_path, flag, gpu):
+    from course_utils.grading.sandbox import Sandbox
+
+    seen = {}
+
+    def fake_grade_class(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setenv("COURSE_GRADING_SEED", SECRET)
+    monkeypatch.setattr(pipeline, "grade_class", fake_grade_class)
+    cli.main(grade_nothing(bare_course, "--no-sandbox", *flag))
+    assert seen["gpu"] is gpu
+    box = pipeline._sandbox_factory(True, gpu)(tmp_path, {})
+    assert isinstance(box, Sandbox) and box.gpu is gpu
+
+
 # --- the results store's fingerprint -----------------------------------------------------------------
 @pytest.fixture
 def parts(monkeypatch):

@@ -616,3 +616,68 @@ def test_cgroup_v2_is_used_at_the_hierarchy_root_only(tmp_path, monkeypatch):
     assert groups == [str(tmp_path), [["memory.max", str(2**30)], ["?memory.swap.max", "0"],
                                       ["?memory.oom.group", "1"], ["pids.max", str(box._pids_max())],
                                       ["cpu.max", "50000 100000"]]]
+
+
+# --- the GPU: none inside unless asked for (--gpu) -------------------------------------------------------------------
+FAKE_GPU = [Path("/dev/nvidia0"), Path("/dev/nvidiactl"), Path("/dev/nvidia-uvm"), Path("/dev/nvidia-caps")]
+
+
+def test_nvidia_devices_are_the_char_devices_and_the_caps_folder(tmp_path):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nvidia0", "nvidiactl", "null"):
+        (dev / name).symlink_to("/dev/null")  # a character device
+    (dev / "nvidia-caps").mkdir()
+    (dev / "nvidia-notes.txt").write_text("a plain file")
+    assert sandbox.nvidia_devices(dev) == [dev / "nvidia-caps", dev / "nvidia0", dev / "nvidiactl"]
+    assert sandbox.nvidia_devices(tmp_path) == []
+
+
+@isolated
+def test_without_gpu_the_sandbox_binds_no_device_and_caps_the_address_space(course):
+    box = make(course)
+    args, spec = box._bwrap_args(), json.loads(box.command(["true"])[5])
+    assert "--dev-bind" not in args and "/sys" not in args and not box.gpu_devices
+    assert spec["rlimits"]["AS"][0] == box.limits.memory_bytes
+    assert {p.name: p.on for p in box.protections}["gpu"] is True
+
+
+@isolated
+def test_with_gpu_the_devices_are_bound_into_its_dev_and_the_report_says_so(course, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    box = make(course, gpu=True, gpu_devices=FAKE_GPU)
+    args, spec = box._bwrap_args(), json.loads(box.command(["true"])[5])
+    for device in FAKE_GPU:
+        at = args.index(str(device))
+        assert args[at - 1:at + 2] == ["--dev-bind", str(device), str(device)]
+        assert at > args.index("--dev")  # after the minimal /dev is made, inside it
+    assert args[args.index("/sys") - 1:args.index("/sys") + 2] == ["--ro-bind", "/sys", "/sys"]  # for the driver
+    assert "AS" not in spec["rlimits"] and spec["env"]["CUDA_VISIBLE_DEVICES"] == "1"
+    off = {p.name: p.detail for p in box.unprotected()}
+    assert "/dev/nvidia0" in off["gpu"] and "shared with student code" in off["gpu"]
+    assert "no RLIMIT_AS" in {p.name: p.detail for p in box.protections}["memory"]
+
+
+LIST_DEV = """
+    import json, os
+    print(json.dumps(sorted(os.listdir("/dev"))))
+"""
+
+
+@isolated
+def test_the_sandbox_sees_no_gpu_device_without_gpu(course):
+    seen = json.loads(run(make(course), LIST_DEV).stdout)
+    assert "null" in seen and not [name for name in seen if name.startswith(("nvidia", "dri"))], seen
+    # asked for, on a machine with no NVIDIA device: nothing to bind, and the report says it runs on the CPU
+    box = make(course, gpu=True, gpu_devices=[])
+    seen = json.loads(run(box, LIST_DEV).stdout)
+    assert not [name for name in seen if name.startswith("nvidia")]
+    assert "no NVIDIA device" in {p.name: p.detail for p in box.protections}["gpu"]
+    assert sandbox.cuda_problem(course / "scratch", gpu_devices=[]) == \
+        "this machine has no NVIDIA device (/dev/nvidia*)"
+
+
+@isolated
+@pytest.mark.skipif(not sandbox.nvidia_devices(), reason="no NVIDIA GPU on this machine")
+def test_with_gpu_pytorch_finds_the_gpu_inside(course):
+    assert sandbox.cuda_problem(course / "scratch") is None

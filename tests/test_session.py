@@ -377,3 +377,67 @@ def test_a_test_cell_too_deep_to_parse_is_graded_from_the_original(make_submissi
     result = grade(make_submission({"conv_output_size": CORRECT, "test_conv_output_size": deep}))
     assert result.score == 4
     assert "modified test cell (graded with the original): test_conv_output_size" in result.flags
+
+
+# --- drive and refuse_code through the worker ---------------------------------------------------------------------
+OPTIMIZERS = """import torch
+class Mine(torch.optim.Optimizer):
+    def __init__(self, params, lr):
+        if lr < 0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        super().__init__(params, dict(lr=lr))
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(p.grad, alpha=-group["lr"])
+class Subclassed(torch.optim.SGD):
+    pass
+def by_helper(params, lr):
+    return _make(params, lr)
+_make = torch.optim.SGD
+def plain(x):
+    return x * 2
+"""
+
+
+def test_a_check_drives_the_students_class_in_the_worker_with_its_refusals(worker):
+    import drive_probe
+
+    from course_utils.checks import ForbiddenReference
+    from course_utils.grading.session import StudentFunction
+
+    probe = drive_probe.install()
+    assert worker.execute(drive_probe.CELL + OPTIMIZERS)["ok"]
+    probe.check_sgd(StudentFunction(worker, "Mine"))
+    for wrong in ("Subclassed", "by_helper"):
+        with pytest.raises(ForbiddenReference, match=r"torch\.optim\.sgd\.SGD\.__init__ \(the check refuses "
+                                                     r"torch\.optim\.sgd\) cannot be used in this answer: write "
+                                                     r"the update yourself"):
+            probe.check_sgd(StudentFunction(worker, wrong))
+    # refuse_code on a plain call too; the same function unguarded, and refusals only while asked for
+    with pytest.raises(ForbiddenReference, match="torch.optim.sgd"):
+        StudentFunction(worker, "by_helper").with_guard((), (), refuse_code=("torch.optim.sgd",))([], 0.1)
+    assert StudentFunction(worker, "plain").with_guard((), (), refuse_code=("torch.optim.sgd",))(2) == 4
+    assert worker.running
+
+
+def test_a_drive_reports_the_students_errors_and_refuses_what_is_no_driver(worker):
+    import drive_probe
+    import torch
+
+    from course_utils.grading.session import GradingError, StudentFunction
+
+    probe = drive_probe.install()
+    assert worker.execute(drive_probe.CELL + OPTIMIZERS)["ok"]
+    negative = probe.Steps(torch.ones(1), [], -1.0)
+    with pytest.raises(ValueError, match="Invalid learning rate: -1.0"):
+        StudentFunction(worker, "Mine").drive(negative)
+    with pytest.raises(NameError, match="Missing is not defined"):
+        StudentFunction(worker, "Missing").drive(negative)
+    with pytest.raises(GradingError, match="expected a test object of a checks module"):
+        StudentFunction(worker, "Mine").drive([1, 2])
+    with pytest.raises(GradingError, match="cannot be sent"):
+        StudentFunction(worker, "Mine").drive(probe.NoWire())
+    value, ops = StudentFunction(worker, "Mine").drive(probe.scenario())
+    assert value["steps"] == 4 and ops > 0 and worker.running

@@ -192,3 +192,38 @@ def test_a_checks_test_object_crosses_to_the_worker_but_never_comes_back_from_it
     assert type(rebuilt) is Objective and rebuilt(np.array([1.0, 1.0])) == f(np.array([1.0, 1.0]))
     with pytest.raises(WireError, match="plain data"):
         decode(encode([f]))
+
+
+def test_a_driver_of_any_checks_module_crosses_without_being_registered():
+    """a3's drivers (``checks.drive``): any top-level class of a course_utils.checks module with ``__wire__``."""
+    import drive_probe
+
+    probe = drive_probe.install()
+    scenario = probe.scenario()
+    item = encode(scenario)
+    assert item["t"] == "object" and item["class"] == "course_utils.checks._drive_probe:Steps"
+    rebuilt = decode(json.loads(json.dumps(item)), objects=True)
+    assert type(rebuilt) is probe.Steps and torch.equal(rebuilt.start, scenario.start) and rebuilt.lr == 0.1
+    with pytest.raises(WireError, match="plain data"):  # the grader never rebuilds one from the student's answer
+        decode(item)
+    with pytest.raises(WireError, match="cannot send a value of type NoWire"):
+        encode(probe.NoWire())
+
+
+class _Outside:
+    def __wire__(self):
+        return {}
+
+
+@pytest.mark.parametrize("tag", ["os:system", "course_utils.grading.session:Worker", "course_utils.checks.guard:Guard",
+                                 "course_utils.checks._drive_probe:NoWire", "course_utils.checks._drive_probe:torch",
+                                 "course_utils.checks._drive_probe:Steps.__init__", "course_utils.checks..x:Steps",
+                                 "tests.test_wire:_Outside", "a2_backprop_init.Nothing"])
+def test_a_test_object_of_any_other_class_is_refused(tag):
+    import drive_probe
+
+    drive_probe.install()
+    with pytest.raises(WireError, match="unknown test object class"):
+        decode({"t": "object", "class": tag, "v": encode({})}, objects=True)
+    with pytest.raises(WireError, match="cannot send a value of type _Outside"):
+        encode(_Outside())

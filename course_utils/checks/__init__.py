@@ -17,13 +17,19 @@ The same check runs in two places (see ``course_utils.grading``):
 A check is declared with :func:`check`, which names the PyTorch operators the
 student's code may not run while it is being checked (``refuse``: refused at
 PyTorch's dispatcher by :mod:`course_utils.checks.guard`, however they are
-reached) and dotted names outside torch it may not call (``forbid``).
-:func:`operations` also returns how many operators a call dispatched (for
-vectorization checks). Visible checks use fixed inputs; hidden checks draw
-theirs with :func:`hidden_random` / :func:`hidden_generator`, keyed by the
-instructor's secret ``$COURSE_GRADING_SEED`` and a tag naming the assignment
-and the check, so the inputs of one check tell nothing about another's or
-about the secret. Rules for check authors: compare behaviour, not code; say
+reached), dotted names outside torch it may not call (``forbid``) and
+modules, classes or functions whose Python code may not run (``refuse_code``:
+refused by :mod:`course_utils.checks.codeguard`, however they are reached,
+subclasses calling ``super()`` included). :func:`operations` also returns how
+many operators a call dispatched (for vectorization checks). A check that must
+hold the student's object (an optimizer class, say) runs a scenario with it
+through :func:`drive`: the scenario (a *driver*, a class of the checks module
+holding only plain data) runs where the student's code runs, under the guard.
+Visible checks use fixed inputs; hidden checks draw theirs with
+:func:`hidden_random` / :func:`hidden_generator`, keyed by the instructor's
+secret ``$COURSE_GRADING_SEED`` and a tag naming the assignment and the
+check, so the inputs of one check tell nothing about another's or about the
+secret. Rules for check authors: compare behaviour, not code; say
 what was expected and what was given; print one ``✓`` line on success and
 nothing to stderr.
 """
@@ -40,9 +46,11 @@ import string
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .codeguard import code_rules
 from .guard import ForbiddenReference, Guard, blocked, install, qualified_op
 
-__all__ = ["CheckFailure", "ForbiddenReference", "check", "operations", "blocked", "expect_equal", "expect_raises",
+__all__ = ["CheckFailure", "ForbiddenReference", "check", "operations", "drive", "drive_counted", "blocked",
+           "expect_equal", "expect_raises",
            "expect_close", "case_label", "type_name", "passed", "hidden_seed", "hidden_random", "hidden_generator",
            "secret_problem", "secret_fingerprint", "GRADING_SEED_VAR", "PUBLIC_SECRET", "SECRET_BITS"]
 
@@ -132,28 +140,41 @@ def secret_fingerprint() -> str:
 
 
 # --- the student's functions as a check calls them -------------------------------------------------
+_WHY = "this question asks you to write it yourself"
+
+
 def _guarded(fn: Any, guard: Guard, call: Callable[..., tuple[Any, int]], refuse: tuple[str, ...],
-             forbid: tuple[str, ...]) -> Any:
-    """The student's function as a check calls it: through the guard, its warnings and stderr kept quiet.
+             forbid: tuple[str, ...], refuse_code: tuple[str, ...] = (), why: str = _WHY) -> Any:
+    """The student's function (or class) as a check calls it: through the guard, warnings and stderr kept quiet.
 
     nbgrader fails a test cell that writes to stderr; a warning raised by a correct
     answer must not cost the student anything, in their kernel or when graded.
+    The result has ``counted(*args, **kwargs) -> (value, ops)`` (for :func:`operations`)
+    and ``drive(driver) -> (value, ops)`` (for :func:`drive`).
     """
     if not callable(fn):
         return fn
     if hasattr(fn, "with_guard"):  # a grading proxy: the worker's guard does all this on its side
+        if refuse_code or why != _WHY:
+            return fn.with_guard(refuse, forbid, refuse_code=refuse_code, why=why)
         return fn.with_guard(refuse, forbid)
     if hasattr(fn, "with_forbidden"):  # an older proxy: dotted names only (the worker cannot refuse operators)
         return fn.with_forbidden(forbid)
+    options = {"refuse": refuse, "forbid": forbid, "refuse_code": refuse_code, "why": why}
 
     def counted(*args: Any, **kwargs: Any) -> tuple[Any, int]:
-        return call(guard, fn, args, kwargs, refuse=refuse, forbid=forbid)
+        return call(guard, fn, args, kwargs, **options)
 
-    @functools.wraps(fn)
+    def drive(driver: Callable[[Any], Any]) -> tuple[Any, int]:
+        return call(guard, driver, (fn,), {}, **options)
+
+    # a class's attributes stay on the class (wraps would copy them onto the wrapper)
+    @functools.wraps(fn, updated=() if isinstance(fn, type) else functools.WRAPPER_UPDATES)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        return call(guard, fn, args, kwargs, refuse=refuse, forbid=forbid)[0]
+        return call(guard, fn, args, kwargs, **options)[0]
 
     guarded.counted = counted  # type: ignore[attr-defined]
+    guarded.drive = drive  # type: ignore[attr-defined]
     return guarded
 
 
@@ -171,33 +192,64 @@ def operations(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, 
     return value, int(ops)
 
 
-def check(*, refuse: Iterable[str] = (), forbid: Sequence[str] = ()) -> Callable[[Callable[..., None]],
-                                                                                  Callable[..., None]]:
-    """Declare a check. ``refuse``: PyTorch operators (``guard.CONVOLUTION_OPS``, ...) and ``forbid``:
-    dotted names outside torch that the student's functions may not use while the check calls them.
+def drive_counted(student: Any, driver: Callable[[Any], Any]) -> tuple[Any, int]:
+    """Inside a check: ``(driver(student), number of ATen operators the whole scenario dispatched)``.
 
-    The check receives the student's functions as positional arguments; each is
-    wrapped so that every call goes through the operator-level guard
-    (:mod:`course_utils.checks.guard`). A :class:`CheckFailure` reaches the student
-    with its message and without this package's frames in the traceback.
+    ``student``: a student's function or class as the check received it (a local
+    wrapper or a grading proxy). ``driver``: an instance of a class of the checks
+    module whose ``__call__(self, student)`` runs a scenario with the student's
+    object (build an optimizer on fresh parameters, step it, record) and returns
+    plain data (tensors, numbers, lists, dicts); its ``__wire__()`` returns the
+    plain data it is rebuilt from (``cls(**obj.__wire__())``), so that the grader
+    can send it to the sandboxed worker, where the student's object lives. The
+    scenario runs through the guard with the check's refusals (``refuse``,
+    ``forbid``, ``refuse_code``), in the student's kernel as in the grader.
     """
-    refuse, forbid = tuple(refuse), tuple(forbid)
+    run = getattr(student, "drive", None)
+    if run is None:
+        raise TypeError(f"drive() needs a student function or class as a check received it, got {student!r}")
+    value, ops = run(driver)
+    return value, int(ops)
+
+
+def drive(student: Any, driver: Callable[[Any], Any]) -> Any:
+    """Inside a check: ``driver(student)``, run through the guard where the student's code runs (see
+    :func:`drive_counted`). Compare what it returns with PyTorch's own run, computed outside ``drive``."""
+    return drive_counted(student, driver)[0]
+
+
+def check(*, refuse: Iterable[str] = (), forbid: Sequence[str] = (), refuse_code: Iterable[str] = (),
+          why: str = _WHY) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Declare a check. ``refuse``: PyTorch operators (``guard.CONVOLUTION_OPS``, ...), ``forbid``: dotted
+    names outside torch, and ``refuse_code``: dotted names of modules, classes or functions whose Python code
+    (:mod:`course_utils.checks.codeguard`) the student's functions may not use while the check calls them.
+    ``why`` ends each refusal's message (default: "this question asks you to write it yourself").
+
+    The check receives the student's functions (or classes) as positional arguments;
+    each is wrapped so that every call, and every :func:`drive`, goes through the
+    guard (:mod:`course_utils.checks.guard`). A :class:`CheckFailure` reaches the
+    student with its message and without this package's frames in the traceback.
+    """
+    refuse, forbid, refuse_code = tuple(refuse), tuple(forbid), tuple(refuse_code)
     guard = install()                    # captured now: later changes to this module do not reach it
     call = type(guard).call
     for name in refuse:                  # a typo would refuse nothing: fail when the check is declared
         qualified_op(name)
+    code_rules(refuse_code)              # (likewise for a name whose code cannot be found)
 
     def declare(body: Callable[..., None]) -> Callable[..., None]:
         @functools.wraps(body)
         def run(*functions: Any, **options: Any) -> None:
             __tracebackhide__ = True  # noqa: F841 (IPython and pytest leave this frame out)
             try:
-                return body(*(_guarded(f, guard, call, refuse, forbid) for f in functions), **options)
+                return body(*(_guarded(f, guard, call, refuse, forbid, refuse_code, why) for f in functions),
+                            **options)
             except CheckFailure as failure:  # the message is the whole story: no frames of the checks
                 raise failure.with_traceback(None) from None
 
         run.refuse = refuse  # type: ignore[attr-defined]
         run.forbid = forbid  # type: ignore[attr-defined]
+        run.refuse_code = refuse_code  # type: ignore[attr-defined]
         return run
 
     return declare

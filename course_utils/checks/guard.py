@@ -30,6 +30,14 @@ outside a call run under an ambient mode that refuses what the running call
 refuses. What remains possible in-process (objects dug out with ``gc``,
 ``ctypes``, PyTorch's private kernels-by-key and shape formulas) is what the
 static scan (``course_utils.grading.static_scan``) flags for the instructor.
+
+A call can also refuse Python code by name (``refuse_code``: ``torch.optim.adam``,
+``torch.optim.lr_scheduler.StepLR``), for references whose operators an answer
+needs too (an optimizer's arithmetic): a profile hook (:mod:`.codeguard`), set in
+the calling thread for the call and in every thread started after install,
+refuses every frame of that code. ``sys.setprofile`` gets a checkpoint; after
+the call the guard verifies that the hook was still set, that its code and
+state are unchanged, and that no thread whose hook was unset still runs.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from .codeguard import CodeCall, build_rules, closure_values, hook_damage, make_hook, own_functions
 
 __all__ = ["ForbiddenReference", "Guard", "install", "guarded_call", "blocked", "qualified_op",
            "CONVOLUTION_OPS", "POOLING_OPS", "AVERAGE_POOLING_OPS"]
@@ -227,7 +237,7 @@ class RefusingMode(TorchDispatchMode):
     """
 
     __torch_dispatch__ = property(_handle.__get__, doc="the handler, bound to this mode")
-    _FIELDS = frozenset({"refuse", "why", "error", "counter", "active", "verdicts", "refused"})
+    _FIELDS = frozenset({"refuse", "why", "error", "counter", "active", "verdicts", "refused", "code"})
     refuse: frozenset[str]              # qualified names ("aten::convolution")
     why: str                            # the end of the refusal's message
     error: type[Exception]
@@ -235,11 +245,13 @@ class RefusingMode(TorchDispatchMode):
     active: bool                        # False once the call has returned
     verdicts: dict[Any, bool]           # OpOverload -> refused?
     refused: list[str]                  # the refused operators the call tried
+    code: CodeCall | None               # the Python code the call refuses (``codeguard``), or None
 
-    def __init__(self, refuse: frozenset[str], why: str, error: type[Exception]) -> None:
+    def __init__(self, refuse: frozenset[str], why: str, error: type[Exception],
+                 code: CodeCall | None = None) -> None:
         super().__init__()
         for name, value in (("refuse", refuse), ("why", why), ("error", error), ("counter", itertools.count()),
-                            ("active", True), ("verdicts", {}), ("refused", [])):
+                            ("active", True), ("verdicts", {}), ("refused", []), ("code", code)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -312,7 +324,9 @@ class Guard:
     __slots__ = ("_push", "_pop", "_depth", "_at", "_mode_class", "_handler", "_handle", "_mro", "_error",
                  "_blocked", "_qualified", "_catch_warnings", "_simplefilter", "_redirect_stderr", "_sink",
                  "_active", "_switched_off", "_replaced", "_start_thread", "_from_torch", "_frame", "_refusal",
-                 "_base", "_sealed", "_ambient_class", "_ambient_handler")
+                 "_base", "_sealed", "_ambient_class", "_ambient_handler", "_codes", "_code_rules", "_code_call",
+                 "_hook", "_hook_cells", "_hook_damage", "_setprofile", "_getprofile", "_get_ident", "_threads",
+                 "_disarmed", "_rule_cache")
     _ambient_class: type[AmbientMode]
     _ambient_handler: property
     _push: Callable[[Any], None]
@@ -339,6 +353,18 @@ class Guard:
     _switched_off: list[str]
     _replaced: list[tuple[Any, str, Any]]
     _sealed: bool
+    _codes: tuple[tuple[Any, str, Any, Any], ...]
+    _code_rules: Callable[[tuple[str, ...]], Any]
+    _rule_cache: dict[tuple[str, ...], tuple[Any, tuple]]
+    _code_call: type[CodeCall]
+    _hook: Callable[..., None]
+    _hook_cells: tuple[Any, ...]
+    _hook_damage: Callable[..., str | None]
+    _setprofile: Callable[[Any], None]
+    _getprofile: Callable[[], Any]
+    _get_ident: Callable[[], int]
+    _threads: Callable[[], dict[int, Any]]
+    _disarmed: list[tuple[int, str]]
 
     def __init__(self) -> None:
         capture = functools.partial(object.__setattr__, self)
@@ -368,6 +394,23 @@ class Guard:
         capture("_active", [])          # the modes of the calls running now (innermost last)
         capture("_switched_off", [])    # what the checkpoints saw
         capture("_replaced", [])        # (owner, attribute, original) for uninstall()
+        # Python code refused by name (codeguard): one profile hook, in the calling thread during a call and in
+        # every thread started after install; it refuses what the innermost running call refuses.
+        capture("_code_rules", build_rules)
+        capture("_rule_cache", {})      # names -> (rules, their snapshot when made): its own, not codeguard's
+        capture("_code_call", CodeCall)
+        capture("_setprofile", sys.setprofile)
+        capture("_getprofile", sys.getprofile)
+        capture("_get_ident", _thread.get_ident)
+        capture("_threads", sys._current_frames)
+        capture("_disarmed", [])        # (thread, why) whose hook was unset (by a refusal, or sys.setprofile)
+        capture("_hook", make_hook(self._active, self._disarmed, ForbiddenReference, _thread.get_ident))
+        capture("_hook_cells", closure_values(self._hook))
+        capture("_hook_damage", hook_damage)
+        # (namespace, name, function, code) of the handlers and of what the profile hook calls: verified per call
+        here = vars(sys.modules[__name__])
+        capture("_codes", tuple((here, name, here[name], here[name].__code__) for name in ("_handle", "_ambient"))
+                + own_functions())
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise ForbiddenReference(f"the guard's {name} cannot be changed")
@@ -440,15 +483,37 @@ class Guard:
                     if hasattr(os, name)] + [_posixsubprocess.fork_exec]
         for starter in starters:
             self._replace_everywhere(starter, self._wrap(starter, "starting another program"))
+        # The profile hook that refuses Python code: replacing it during a call that refuses code is tampering;
+        # a thread that replaces it at any time is remembered (no call runs while that thread is alive).
+        guard, setprofile = self, self._setprofile
+
+        def set_profile(function: Any) -> None:
+            if guard._active and guard._active[-1].code is not None:
+                guard._checkpoint("replacing the profile hook")
+            entry = (guard._get_ident(), "replaced its profile hook")
+            if function is not guard._hook and entry not in guard._disarmed:
+                guard._disarmed.append(entry)
+            setprofile(function)
+
+        set_profile.__doc__ = getattr(setprofile, "__doc__", None)
+        self._replace_everywhere(setprofile, set_profile)
+        every_thread = getattr(sys, "_setprofileallthreads", None)  # Python 3.12+
+        if every_thread is not None:
+            self._replace_everywhere(every_thread, self._wrap(
+                every_thread, "replacing the profile hook of every thread",
+                lambda *args, **kwargs: bool(guard._active and guard._active[-1].code is not None)))
         # Threads started during a call run under the call's mode (counted with it); every other thread
         # started from now on runs under an ambient mode that refuses what the running call refuses.
-        guard, start = self, self._start_thread
+        start = self._start_thread
         ambient = self._ambient_class(self._active)
 
         def start_new_thread(function: Callable[..., Any], args: tuple, kwargs: dict | None = None) -> Any:
             mode = guard._active[-1] if guard._active else ambient
 
             def run(*a: Any, **k: Any) -> Any:
+                ident = guard._get_ident()  # a new thread may reuse a finished one's ident
+                guard._disarmed[:] = [entry for entry in guard._disarmed if entry[0] != ident]
+                guard._setprofile(guard._hook)
                 guard._push(mode)
                 try:
                     return function(*a, **k)
@@ -480,10 +545,49 @@ class Guard:
             return "its dispatch handler was replaced"
         if self._ambient_class.__dict__.get("__torch_dispatch__") is not self._ambient_handler:
             return "the dispatch handler of its threads was replaced"
+        for space, name, function, code in self._codes:
+            if space.get(name) is not function or function.__code__ is not code:
+                return f"the code of its {'dispatch handler' if name in ('_handle', '_ambient') else name} was replaced"
+        return self._hook_damage(self._hook, self._hook_cells)
+
+    def _rules_of(self, names: Iterable[str]) -> tuple[Any, tuple]:
+        """(the rules of the refused code ``names``, their snapshot when first made), or (None, ())."""
+        key = (names,) if isinstance(names, str) else tuple(names)
+        if not key:
+            return None, ()
+        if key not in self._rule_cache:
+            rules = self._code_rules(key)
+            self._rule_cache[key] = (rules, rules.snapshot())
+        return self._rule_cache[key]
+
+    @staticmethod
+    def _rule_damage(rules: Any, snapshot: tuple) -> str | None:
+        return None if rules.snapshot() == snapshot else "its list of refused code was changed"
+
+    def _disarmed_thread(self) -> str | None:
+        """Why a thread (not this one) whose profile hook was unset is still running, or None.
+
+        A profile hook that refuses code is unset in its thread (CPython does that when a hook raises),
+        and ``sys.setprofile`` replaces it: such a thread runs unguarded, so no call runs while it lives.
+        """
+        if self._disarmed:
+            alive, me = self._threads(), self._get_ident()
+            self._disarmed[:] = [(ident, why) for ident, why in self._disarmed if ident in alive]
+            for ident, why in self._disarmed:
+                if ident != me:
+                    return f"a thread of your code {why} and still runs, unguarded"
         return None
 
-    def _intact(self, mode: RefusingMode, depth: int, refuse: frozenset[str]) -> str | None:
+    def _intact(self, mode: RefusingMode, depth: int, refuse: frozenset[str], code: CodeCall | None = None,
+                rules: Any = None, snapshot: tuple = ()) -> str | None:
         """None if the mode ran the whole call as installed, else what was switched off."""
+        if mode.code is not code:
+            return "its list of refused code was changed"
+        if code is not None:
+            # (a thread that ran refused code is unguarded from now on; this call's verdict is that refusal)
+            damage = code.damage(rules, snapshot) or (None if code.refused else self._disarmed_thread())
+            if damage is not None:
+                return damage
         if self._depth() <= depth or self._at(depth) is not mode:
             return "its dispatch mode was removed"
         if type(mode) is not self._mode_class:
@@ -499,38 +603,56 @@ class Guard:
         return None
 
     def call(self, fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
-             refuse: Iterable[str] = (), forbid: Sequence[str] = (),
+             refuse: Iterable[str] = (), forbid: Sequence[str] = (), refuse_code: Iterable[str] = (),
              why: str = "this question asks you to write it yourself") -> tuple[Any, int]:
-        """``fn(*args, **kwargs)`` with the ``refuse``d operators refused and ``forbid``den names blocked.
+        """``fn(*args, **kwargs)`` with the ``refuse``d operators refused, ``forbid``den names blocked and the
+        Python code of the ``refuse_code`` names (modules, classes, functions: see ``codeguard``) refused.
 
         Returns ``(value, ops)``: ``ops`` is the number of ATen operators dispatched.
         Warnings are silenced and stderr swallowed during the call (nbgrader fails
         a test cell that writes to stderr). Raises :class:`ForbiddenReference` if a
-        refused operator was dispatched (even if the student's code caught the
-        error and carried on) or if the guard was switched off during the call.
+        refused operator was dispatched or refused code started (even if the
+        student's code caught the error and carried on) or if the guard was
+        switched off during the call.
         """
         refused = self._qualified(refuse)
         name = getattr(fn, "__name__", "your function")
-        damage = self._damage()
+        rules, snapshot = self._rules_of(refuse_code)
+        outer = self._active[-1].code if self._active else None
+        if outer is not None:  # a call inside a call refuses what both refuse
+            rules = outer.rules if rules is None else rules.merged(outer.rules)
+            snapshot = rules.snapshot()
+        damage = self._damage() or (None if rules is None else
+                                    (self._rule_damage(rules, snapshot) or self._disarmed_thread()))
         if damage is not None:
             raise self._error(f"the guard was switched off ({damage}) before a check called {name}; this answer "
                               f"cannot be graded")
-        mode = self._mode_class(refused, why, self._error)
+        code = None if rules is None else self._code_call(rules, why, self._get_ident())
+        mode = self._mode_class(refused, why, self._error, code)
         mark, depth = len(self._switched_off), self._depth()
         problem: str | None = None
+        previous = self._getprofile()
         with self._blocked(forbid, why), self._catch_warnings(), self._redirect_stderr(self._sink()):
             self._simplefilter("ignore")
             self._push(mode)
             self._active.append(mode)
+            if code is not None:
+                self._setprofile(self._hook)
             try:
                 if self._depth() != depth + 1 or self._at(depth) is not mode:
                     problem = "its dispatch mode could not be installed"
                 else:
                     value = fn(*args, **(kwargs or {}))
             finally:
+                if code is not None:
+                    hook = self._getprofile()
+                    self._setprofile(previous)
+                    if hook is not self._hook and not code.refused:  # a refusal unsets it: that is no tampering
+                        problem = problem or "its profile hook was removed or replaced"
                 seen = self._switched_off[mark:]
                 del self._switched_off[mark:]
-                problem = problem or (seen[0] if seen else None) or self._intact(mode, depth, refused)
+                problem = problem or (seen[0] if seen else None) or \
+                    self._intact(mode, depth, refused, code, rules, snapshot)
                 ops = mode.finish()
                 if self._active and self._active[-1] is mode:
                     self._active.pop()
@@ -541,6 +663,8 @@ class Guard:
                                       f"this answer cannot be graded") from None
         if mode.refused:  # refused, and the student's code caught the error and carried on
             raise self._error(self._refusal(mode.refused[0], why))
+        if code is not None and code.refused:
+            raise self._error(code.refused[0])
         return value, ops
 
 
@@ -562,7 +686,7 @@ def install() -> Guard:
 
 
 def guarded_call(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
-                 refuse: Iterable[str] = (), forbid: Sequence[str] = (),
+                 refuse: Iterable[str] = (), forbid: Sequence[str] = (), refuse_code: Iterable[str] = (),
                  why: str = "this question asks you to write it yourself") -> tuple[Any, int]:
     """:meth:`Guard.call` on this process's guard (see :func:`install`)."""
-    return install().call(fn, args, kwargs, refuse=refuse, forbid=forbid, why=why)
+    return install().call(fn, args, kwargs, refuse=refuse, forbid=forbid, refuse_code=refuse_code, why=why)

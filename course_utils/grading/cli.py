@@ -3,6 +3,7 @@
     python -m course_utils.grading a0_warmup submitted/            # nbgrader's collect layout
     python -m course_utils.grading a0_warmup ~/Downloads/a0.zip    # LMS download
     python -m course_utils.grading a0_warmup submitted/ --feedback --jobs 4
+    python -m course_utils.grading a3_optim_batchnorm submitted/ --gpu --jobs 2   # training cells on the GPU
 
 The work is done by pipeline.py (grading the class), store.py (the results and
 their fingerprints), gradebook.py (nbgrader's gradebook) and report.py (the CSV
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--feedback", action="store_true", help="also write feedback/ (hidden tests removed)")
     parser.add_argument("--no-sandbox", action="store_true",
                         help="run student code unsandboxed (only for code you trust: no isolation at all)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="expose this machine's NVIDIA GPUs inside the sandbox (student code can use them; the "
+                             "protections report says so); default: the sandbox has no GPU, grading runs on the CPU")
     parser.add_argument("--practice", action="store_true",
                         help=f"allow the public default or a weak {checks.GRADING_SEED_VAR} (grades are not "
                              f"official: anyone can compute the hidden inputs)")
@@ -99,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     timeouts = Timeouts(cell=args.cell_timeout, call=args.call_timeout, notebook=args.notebook_timeout)
     try:
         report = grade_class(args.assignment, args.submissions, root=root, jobs=args.jobs, timeouts=timeouts,
-                             sandboxed=not args.no_sandbox, patterns=args.pattern or DEFAULT_PATTERNS)
+                             sandboxed=not args.no_sandbox, patterns=args.pattern or DEFAULT_PATTERNS,
+                             gpu=args.gpu)
     except (FileNotFoundError, ValueError) as err:  # no submissions there, not a zip, bad pattern, 0 matched...
         print(f"error: {err}", file=sys.stderr)
         return 2

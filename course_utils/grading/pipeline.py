@@ -39,13 +39,13 @@ def _set_slot(slots: Any) -> None:
     _SLOT = slots.get()
 
 
-def _sandbox_factory(sandboxed: bool) -> Callable[[Path, dict], Any] | None:
+def _sandbox_factory(sandboxed: bool, gpu: bool = False) -> Callable[[Path, dict], Any] | None:
     if not sandboxed:
         return None
     from .sandbox import Sandbox, default_readable
 
     def make(scratch: Path, env: dict) -> Any:
-        return Sandbox(scratch, readable=default_readable(), slot=_SLOT, env=env)
+        return Sandbox(scratch, readable=default_readable(), slot=_SLOT, env=env, gpu=gpu)
 
     return make
 
@@ -59,7 +59,7 @@ class _Job:
 
 
 def _grade_one(root: str, assignment: str, job: _Job, timeouts: Timeouts, sandboxed: bool,
-               results_dir: str) -> tuple[_Job, NotebookResult | None, str | None]:
+               results_dir: str, gpu: bool = False) -> tuple[_Job, NotebookResult | None, str | None]:
     """Grade and store one notebook: (job, result, None), or (job, None, the grader's own error).
 
     Everything is caught (the session's BaseExceptions too): one submission never stops a class run.
@@ -68,7 +68,7 @@ def _grade_one(root: str, assignment: str, job: _Job, timeouts: Timeouts, sandbo
         from .session import grade_notebook
 
         result = grade_notebook(job.notebook, assignment, root=Path(root), timeouts=timeouts,
-                                sandbox_factory=_sandbox_factory(sandboxed))
+                                sandbox_factory=_sandbox_factory(sandboxed, gpu))
         result.flags = list(job.flags) + result.flags
         result.student, result.key_parts, result.key = job.student, job.parts, fingerprint(job.parts)
         result.submission_sha256 = job.parts["submission"]
@@ -104,8 +104,10 @@ class ClassReport:
 def grade_class(assignment: str, source: Path, *, root: Path = COURSE_ROOT, jobs: int | None = None,
                 timeouts: Timeouts = Timeouts(), sandboxed: bool = True,
                 patterns: list[str] | tuple[str, ...] = DEFAULT_PATTERNS, limits: Limits = Limits(),
-                progress: bool = True) -> ClassReport:
+                progress: bool = True, gpu: bool = False) -> ClassReport:
     """Grade every submission of ``assignment`` in ``source``; record the grades in nbgrader's gradebook.
+
+    ``gpu``: expose the machine's NVIDIA devices inside each sandbox (``Sandbox(gpu=True)``; the report says so).
 
     Raises ValueError when nothing in ``source`` is a submission of ``assignment`` (nothing is written).
     """
@@ -123,7 +125,13 @@ def grade_class(assignment: str, source: Path, *, root: Path = COURSE_ROOT, jobs
 
         probe = root / ".grading" / "probe"
         probe.mkdir(parents=True, exist_ok=True)
-        report.unprotected = [f"{p.name}: {p.detail}" for p in Sandbox(probe).unprotected()]
+        report.unprotected = [f"{p.name}: {p.detail}" for p in Sandbox(probe, gpu=gpu).unprotected()]
+        if gpu:
+            from .sandbox import cuda_problem
+
+            problem = cuda_problem(probe)
+            if problem is not None:
+                report.notes.append(f"--gpu: {problem}; student code runs on the CPU")
     else:
         report.unprotected = ["everything: the sandbox was switched off (--no-sandbox)"]
 
@@ -150,7 +158,7 @@ def grade_class(assignment: str, source: Path, *, root: Path = COURSE_ROOT, jobs
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_set_slot,
                                  initargs=(slots,)) as pool:
             futures = {pool.submit(_grade_one, str(root), assignment, job, timeouts, sandboxed,
-                                   str(store.results_dir)): job for job in todo}
+                                   str(store.results_dir), gpu): job for job in todo}
             for future in tqdm(as_completed(futures), total=len(futures), desc=f"grading {assignment}",
                                unit="notebook", disable=not progress):
                 try:

@@ -49,9 +49,16 @@ Why each piece:
 Where isolation cannot be had (no bubblewrap, namespaces not allowed, macOS), the
 command still runs, with the limits only, and ``protections`` says what is off and
 why (without bubblewrap the scratch folder is the real one, with no cap on its
-total size). No GPU inside: the minimal /dev has no /dev/nvidia*; grading runs on the CPU.
-Not covered: system call filtering (seccomp), disk bandwidth, and, as root, user
-namespaces the command makes itself.
+total size). No GPU inside by default: the minimal /dev has no /dev/nvidia*, so
+grading runs on the CPU. ``gpu=True`` (the grading command's ``--gpu``) binds the
+machine's NVIDIA device files (``nvidia_devices()``) into that /dev and its /sys
+read-only (the driver reads /sys/module/nvidia* when CUDA starts), lets
+``CUDA_VISIBLE_DEVICES`` through, and lifts RLIMIT_AS (CUDA reserves far more
+address space than it uses; the cgroup's memory limit still holds); the
+protections then say the GPU is shared with student code, and
+``cuda_problem()`` tells whether CUDA starts inside. Not covered: system
+call filtering (seccomp), disk bandwidth, and, as root, user namespaces the
+command makes itself.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -68,7 +76,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["Limits", "Protection", "Sandbox", "python_paths", "default_readable", "bubblewrap_problem",
-           "cgroup_problem", "BASE_UID", "GROUP_PREFIX"]
+           "cgroup_problem", "nvidia_devices", "cuda_problem", "BASE_UID", "GROUP_PREFIX"]
 
 BASE_UID = 61000  # as root, slot k runs as uid/gid BASE_UID + k
 GROUP_PREFIX = "course-sandbox-"  # a cgroup made directly is named GROUP_PREFIX + the trampoline's pid
@@ -229,6 +237,32 @@ def python_paths() -> list[Path]:
     unique = sorted({Path(os.path.abspath(p)) for p in candidates}, key=lambda p: len(p.parts))
     # a path inside another one is already readable through it
     return [p for i, p in enumerate(unique) if not any(q in p.parents for q in unique[:i])]
+
+
+def nvidia_devices(dev: Path = Path("/dev")) -> list[Path]:
+    """The NVIDIA device files of this machine: /dev/nvidia0..N, nvidiactl, nvidia-uvm(-tools), nvidia-modeset,
+    and the /dev/nvidia-caps folder (MIG); empty without an NVIDIA GPU (or driver)."""
+    return sorted(p for p in dev.glob("nvidia*") if p.is_char_device() or p.is_dir())
+
+
+def cuda_problem(scratch: os.PathLike | str, gpu_devices: Sequence[os.PathLike | str] | None = None) -> str | None:
+    """None if PyTorch finds a CUDA device inside a ``gpu=True`` sandbox in ``scratch``, else why not
+    (without it the grading worker silently runs on the CPU)."""
+    box = Sandbox(scratch, readable=default_readable(), gpu=True, gpu_devices=gpu_devices)
+    if not box.gpu_devices:
+        return "this machine has no NVIDIA device (/dev/nvidia*)"
+    code = "import torch; torch.cuda.init(); print(torch.cuda.device_count(), torch.cuda.get_device_name(0))"
+    proc = box.popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return "CUDA did not start within 120 s inside the sandbox"
+    if proc.returncode != 0:
+        lines = err.strip().splitlines()
+        return f"CUDA does not start inside the sandbox: {lines[-1] if lines else f'exit status {proc.returncode}'}"
+    return None
 
 
 def default_readable() -> list[Path]:
@@ -476,11 +510,15 @@ class Sandbox:
     - readable: existing files or folders it may read, at the same paths inside;
       pass ``default_readable()`` (plus the submission's inputs) to run Python.
     - limits: Limits; slot: 0..999, one per parallel grader (its uid as root).
-    - env: added to the fixed environment below; nothing of the caller's leaks in.
+    - env: added to the fixed environment below; nothing of the caller's leaks in
+      (with ``gpu``, ``CUDA_VISIBLE_DEVICES`` does, if set).
+    - gpu: expose the NVIDIA devices (``gpu_devices``, default ``nvidia_devices()``) inside,
+      with RLIMIT_AS lifted (CUDA reserves more address space than it uses); off by default.
     """
 
     def __init__(self, scratch: os.PathLike | str, *, readable: Sequence[os.PathLike | str] = (),
-                 limits: Limits = Limits(), slot: int = 0, env: Mapping[str, str] | None = None) -> None:
+                 limits: Limits = Limits(), slot: int = 0, env: Mapping[str, str] | None = None,
+                 gpu: bool = False, gpu_devices: Sequence[os.PathLike | str] | None = None) -> None:
         self.scratch = _existing(scratch, "scratch folder", folder=True).resolve()
         self.readable = [_existing(p, "readable path") for p in readable]
         if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < _SLOTS:
@@ -490,6 +528,11 @@ class Sandbox:
         path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
         self.env = {"PATH": path, "HOME": str(self.scratch), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                     "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+        self.gpu = bool(gpu)
+        self.gpu_devices = [Path(os.path.abspath(p)) for p in
+                            (gpu_devices if gpu_devices is not None else nvidia_devices())] if self.gpu else []
+        if self.gpu and "CUDA_VISIBLE_DEVICES" in os.environ:
+            self.env.setdefault("CUDA_VISIBLE_DEVICES", os.environ["CUDA_VISIBLE_DEVICES"])
         self._root = os.geteuid() == 0
         problem = bubblewrap_problem()
         self._bwrap = None if problem else shutil.which("bwrap")
@@ -516,7 +559,8 @@ class Sandbox:
             procs = f"RLIMIT_NPROC {self._nproc}: {lim.processes} tasks (threads too) beyond uid {self.uid}'s own"
         if "pids" in has:
             procs = f"{whole}: {self._pids_max()} tasks for the whole sandbox; {procs}"
-        memory = f"RLIMIT_AS {_gib(lim.memory_bytes)} of address space per process"
+        memory = (f"RLIMIT_AS {_gib(lim.memory_bytes)} of address space per process" if not self.gpu else
+                  "no RLIMIT_AS (--gpu: CUDA reserves more address space than it uses)")
         cpu = f"RLIMIT_CPU {lim.cpu_seconds} s per process: SIGXCPU, SIGKILL 1 s later"
         return [
             Protection("filesystem", on, f"bubblewrap: {len(self.readable)} readable paths (read-only), the "
@@ -539,7 +583,22 @@ class Sandbox:
             Protection("scratch space", on, f"a tmpfs of {lim.scratch_bytes} bytes: only the files there at the start "
                        "are the real folder's" if on else f"the real folder, no cap on its total size: {problem}"),
             Protection("non-root uid", self.uid != 0, f"runs as uid {self.uid}" if self.uid else f"root: {problem}"),
+            self._gpu_protection(on),
         ]
+
+    def _gpu_protection(self, isolated: bool) -> Protection:
+        """Whether student code can reach the machine's GPU (only with ``gpu=True``, i.e. ``--gpu``)."""
+        if not self.gpu:
+            return Protection("gpu", True, "no GPU device inside: student code runs on the CPU" if isolated else
+                              "not exposed on purpose (without bubblewrap the command sees the machine's /dev)")
+        if not self.gpu_devices:
+            return Protection("gpu", True, "--gpu, but this machine has no NVIDIA device (/dev/nvidia*): "
+                              "student code runs on the CPU")
+        shown = ", ".join(str(p) for p in self.gpu_devices)
+        return Protection("gpu", False, f"--gpu: the machine's NVIDIA devices are shared with student code "
+                          f"({shown}): it can use (and fill) the GPUs' memory and time, with no limit per sandbox, "
+                          f"and reaches the NVIDIA driver's kernel interface; it reads /sys; no RLIMIT_AS (the "
+                          f"cgroup memory limit still holds)")
 
     def unprotected(self) -> list[Protection]:
         """The protections that are off: the caller must print them."""
@@ -569,8 +628,10 @@ class Sandbox:
         if not argv:
             raise ValueError("argv is empty: expected a program and its arguments, e.g. [sys.executable, 'grade.py']")
         lim, cg, env = self.limits, self._cgroups, dict(self.env)
-        rlimits = {"AS": [lim.memory_bytes] * 2, "CPU": [lim.cpu_seconds, lim.cpu_seconds + 1],
+        rlimits = {"CPU": [lim.cpu_seconds, lim.cpu_seconds + 1],
                    "FSIZE": [lim.file_bytes] * 2, "NOFILE": [lim.open_files] * 2, "CORE": [0, 0]}
+        if not self.gpu:  # CUDA reserves tens of GiB of address space: under a cap, it does not start
+            rlimits["AS"] = [lim.memory_bytes] * 2
         if self._nproc is not None:
             rlimits["NPROC"] = [self._nproc] * 2
         inner = [os.fspath(a) for a in argv]
@@ -620,6 +681,9 @@ class Sandbox:
                 mounts.append((top, ["--ro-bind", str(top), str(top)]))
         mounts += [(p, ["--ro-bind", str(p), str(p)]) for p in (Path("/etc", n) for n in _ETC) if os.path.lexists(p)]
         mounts += [(Path("/dev"), ["--dev", "/dev"]), (Path("/proc"), ["--proc", "/proc"])]
+        if self.gpu_devices:  # only with gpu=True: the devices, and /sys for the driver's start-up
+            mounts += [(p, ["--dev-bind", str(p), str(p)]) for p in self.gpu_devices]
+            mounts.append((Path("/sys"), ["--ro-bind", "/sys", "/sys"]))
         # private /tmp, and /dev/shm for multiprocessing's semaphores (joblib, DataLoader workers)
         mounts += [(Path(d), ["--perms", "1777", "--size", str(self.limits.file_bytes), "--tmpfs", d])
                    for d in ("/tmp", "/dev/shm")]

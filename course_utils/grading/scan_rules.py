@@ -39,8 +39,8 @@ _SETTINGS = ("torch.backends", "torch._dynamo.config", "torch._inductor.config",
 # Names a student may use from course_utils.checks are the assignment modules and the exceptions; these are not.
 _MACHINERY = {"guard", "blocked", "check", "operations", "install", "Guard", "guarded_call", "hidden_seed",
               "hidden_random", "hidden_generator", "secret_problem", "secret_fingerprint", "grading_seed",
-              "GRADING_SEED_VAR", "gradients", "codeguard", "drive", "drive_counted", "__wrapped__", "__globals__",
-              "__closure__", "__code__"}
+              "GRADING_SEED_VAR", "gradients", "codeguard", "drive", "drive_counted", "build_rules", "code_rules",
+              "__wrapped__", "__globals__", "__closure__", "__code__"}
 _DISPATCH_PATHS = ("torch._C", "torch.library", "torch._ops", "torch._dispatch", "torch.utils._python_dispatch")
 # in torch, any private name about dispatch or modes; reached through anything else, only the unmistakable ones
 _TORCH_DISPATCH = re.compile(r"_\w*(dispatch|mode)\w*|TorchDispatchMode|TorchFunctionMode", re.IGNORECASE)
@@ -65,7 +65,8 @@ _PATHS = {"sys.monitoring": _TRACE, **dict.fromkeys(
 DISPATCH_HOOKS = {"__torch_dispatch__", "__torch_function__"}
 # Names that say what they do whatever object they are reached through.
 NAMED = {**dict.fromkeys(("get_referrers", "get_referents", "get_objects"), "finds objects anywhere in the process"),
-         **dict.fromkeys(("settrace", "setprofile", "settrace_all_threads", "setprofile_all_threads"), _TRACE),
+         **dict.fromkeys(("settrace", "setprofile", "settrace_all_threads", "setprofile_all_threads",
+                          "getprofile"), _TRACE),
          **dict.fromkeys(("_getframe", "_current_frames", "f_back", "f_locals", "f_globals", "f_builtins", "tb_frame",
                           "gi_frame", "cr_frame"), _FRAMES),
          "__globals__": "another module's globals", "__subclasses__": "finds classes anywhere in the process",

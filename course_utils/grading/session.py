@@ -209,14 +209,32 @@ class Worker:
         return {"ok": answer["ok"], "stdout": _text(answer.get("stdout", ""), TEXT_LIMIT), "error": error}
 
     def call(self, name: str, args: tuple, kwargs: dict, refuse: Sequence[str] = (),
-             forbid: Sequence[str] = ()) -> tuple[Any, int]:
+             forbid: Sequence[str] = (), refuse_code: Sequence[str] = (), why: str | None = None) -> tuple[Any, int]:
         """Call the student's ``name`` through the worker's guard: (value, ATen operators it dispatched)."""
         try:
             message = {"op": "call", "name": name, "args": encode(list(args)), "kwargs": encode(dict(kwargs)),
-                       "refuse": list(refuse), "forbid": list(forbid)}
+                       **_guard_fields(refuse, forbid, refuse_code, why)}
         except WireError as err:
             raise GradingError(f"a check passed {name} something that cannot be sent: {err}") from None
-        doing = f"calling {name}"
+        return self._answer(message, name, f"calling {name}")
+
+    def drive(self, name: str, driver: Any, refuse: Sequence[str] = (), forbid: Sequence[str] = (),
+              refuse_code: Sequence[str] = (), why: str | None = None) -> tuple[Any, int]:
+        """``driver(the student's name)`` in the worker, through its guard: (value, ATen operators dispatched).
+
+        ``driver``: a test object of a checks module (``wire.checks_class``), sent as its data.
+        """
+        try:
+            message = {"op": "drive", "name": name, "driver": encode(driver),
+                       **_guard_fields(refuse, forbid, refuse_code, why)}
+        except WireError as err:
+            raise GradingError(f"a check drove {name} with something that cannot be sent: {err}") from None
+        if not (isinstance(message["driver"], dict) and message["driver"].get("t") == "object"):
+            raise GradingError(f"a check drove {name} with a {type(driver).__name__}: expected a test object of "
+                               f"a checks module (a class with __wire__ and __call__(self, student))")
+        return self._answer(message, name, f"running a check's scenario with {name}")
+
+    def _answer(self, message: dict, name: str, doing: str) -> tuple[Any, int]:
         answer = self._request(message, self.timeouts.call, doing)
         if "value" in answer:
             ops = answer.get("ops", 0)
@@ -253,6 +271,17 @@ class Worker:
         return process.returncode
 
 
+def _guard_fields(refuse: Sequence[str], forbid: Sequence[str], refuse_code: Sequence[str],
+                  why: str | None) -> dict[str, Any]:
+    """A request's guard: ATen operators, dotted names, refused code (and the refusals' reason, if not the default)."""
+    fields: dict[str, Any] = {"refuse": list(refuse), "forbid": list(forbid)}
+    if refuse_code:
+        fields["refuse_code"] = list(refuse_code)
+    if why is not None:
+        fields["why"] = why
+    return fields
+
+
 def _plain_env() -> dict[str, str]:
     keep = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")
     return {k: v for k, v in os.environ.items() if k in keep}
@@ -282,17 +311,21 @@ def _rebuild(raised: dict) -> Exception:
 
 
 class StudentFunction:
-    """Stands for the student's function ``name`` in a check; calls it in the worker, through its guard.
+    """Stands for the student's function (or class) ``name`` in a check; calls it in the worker, through its guard.
 
-    ``refuse``: ATen operators and ``forbid``: dotted names the call may not use (see ``checks.guard``).
+    ``refuse``: ATen operators, ``forbid``: dotted names and ``refuse_code``: modules, classes or functions
+    whose Python code the call may not use (see ``checks.guard``, ``checks.codeguard``); ``why`` ends the
+    refusals' messages (None: the guard's default).
     """
 
-    def __init__(self, worker: Worker, name: str, refuse: Sequence[str] = (), forbid: Sequence[str] = ()) -> None:
+    def __init__(self, worker: Worker, name: str, refuse: Sequence[str] = (), forbid: Sequence[str] = (),
+                 refuse_code: Sequence[str] = (), why: str | None = None) -> None:
         self.worker, self.__name__ = worker, name
-        self.refuse, self.forbid = tuple(refuse), tuple(forbid)
+        self.refuse, self.forbid, self.refuse_code, self.why = tuple(refuse), tuple(forbid), tuple(refuse_code), why
 
-    def with_guard(self, refuse: Sequence[str], forbid: Sequence[str]) -> StudentFunction:
-        return StudentFunction(self.worker, self.__name__, refuse, forbid)
+    def with_guard(self, refuse: Sequence[str], forbid: Sequence[str], refuse_code: Sequence[str] = (),
+                   why: str | None = None) -> StudentFunction:
+        return StudentFunction(self.worker, self.__name__, refuse, forbid, refuse_code, why)
 
     def with_forbidden(self, forbid: Sequence[str]) -> StudentFunction:
         """The older spelling of :meth:`with_guard` (dotted names only)."""
@@ -300,7 +333,11 @@ class StudentFunction:
 
     def counted(self, *args: Any, **kwargs: Any) -> tuple[Any, int]:
         """(value, number of ATen operators the call dispatched in the worker)."""
-        return self.worker.call(self.__name__, args, kwargs, self.refuse, self.forbid)
+        return self.worker.call(self.__name__, args, kwargs, self.refuse, self.forbid, self.refuse_code, self.why)
+
+    def drive(self, driver: Any) -> tuple[Any, int]:
+        """(``driver(the student's object)`` run in the worker, ATen operators dispatched): ``checks.drive``."""
+        return self.worker.drive(self.__name__, driver, self.refuse, self.forbid, self.refuse_code, self.why)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.counted(*args, **kwargs)[0]

@@ -24,8 +24,8 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["WireError", "Oversized", "encode", "decode", "send", "receive", "clean_text", "MAX_MESSAGE_BYTES",
-           "MAX_ANSWER_BYTES"]
+__all__ = ["WireError", "Oversized", "encode", "decode", "send", "receive", "clean_text", "checks_class",
+           "MAX_MESSAGE_BYTES", "MAX_ANSWER_BYTES"]
 
 MAX_MESSAGE_BYTES = 512 * 2**20  # a check's arguments, grader -> worker (the grader's own data)
 # An answer, worker -> grader: a float64 tensor of 3 million values fits (a1's largest check output is
@@ -40,6 +40,9 @@ BIT_GENERATORS = {"PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937"}
 # Test functions a check passes to a student's function (a2's numerical_gradient takes f): classes of the
 # course's own checks whose instances are rebuilt from plain data by ``cls(**obj.__wire__())``. tag -> (module, class)
 DATA_CLASSES = {"a2_backprop_init.Objective": ("course_utils.checks.a2_backprop_init", "Objective")}
+# Any other such class (a3's drivers, say) needs no entry: a top-level class of a module of course_utils.checks
+# that defines ``__wire__`` crosses as "module:Class" (see ``checks_class``).
+CHECKS_MODULE = re.compile(r"course_utils\.checks\.[A-Za-z_][A-Za-z0-9_]*")
 
 
 class WireError(ValueError):
@@ -104,6 +107,13 @@ def encode(value: Any, depth: int = 0) -> Any:
     for tag, (module, name) in DATA_CLASSES.items():  # a check's own test function, sent as its data
         if type(value).__name__ == name and type(value).__module__ == module:
             return {"t": "object", "class": tag, "v": encode(value.__wire__(), depth + 1)}
+    cls = type(value)
+    if CHECKS_MODULE.fullmatch(cls.__module__) and hasattr(cls, "__wire__"):  # a checks module's test object
+        tag = f"{cls.__module__}:{cls.__qualname__}"
+        if checks_class(tag) is not cls:
+            raise WireError(f"cannot send a {cls.__qualname__}: only top-level classes of course_utils.checks "
+                            f"modules cross the wire")
+        return {"t": "object", "class": tag, "v": encode(value.__wire__(), depth + 1)}
     raise WireError(f"cannot send a value of type {type(value).__name__}: expected numbers, strings, lists, "
                     f"tuples, dicts, NumPy arrays or tensors")
 
@@ -134,6 +144,26 @@ def _torch():
     return torch
 
 
+def checks_class(tag: str) -> type | None:
+    """The class a test object's tag names: a ``DATA_CLASSES`` tag, or ``"course_utils.checks.<module>:<Class>"``
+    for a top-level class of that module that defines ``__wire__``; None for anything else."""
+    if tag in DATA_CLASSES:
+        module_name, name = DATA_CLASSES[tag]
+    else:
+        module_name, _, name = tag.partition(":")
+        if not CHECKS_MODULE.fullmatch(module_name) or not name.isidentifier():
+            return None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type) or cls.__module__ != module_name or cls.__qualname__ != name \
+            or "__wire__" not in dir(cls):
+        return None
+    return cls
+
+
 def _decode_array(item: dict) -> np.ndarray:
     dtype, shape = item.get("dtype"), item.get("shape")
     if dtype not in DTYPES or not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
@@ -149,7 +179,7 @@ def decode(item: Any, depth: int = 0, *, objects: bool = False) -> Any:
     """Rebuild a value from :func:`encode`'s description, rejecting anything unexpected.
 
     ``objects=True`` (the worker reading the grader's requests) also rebuilds the checks' own test objects
-    (``DATA_CLASSES``); the grader reads the student's answers with the default, plain data only.
+    (``checks_class``); the grader reads the student's answers with the default, plain data only.
     """
     if depth > MAX_DEPTH:
         raise WireError(f"value nested deeper than {MAX_DEPTH} levels")
@@ -192,11 +222,13 @@ def decode(item: Any, depth: int = 0, *, objects: bool = False) -> Any:
         if kind == "object":
             if not objects:
                 raise WireError("a test object where only plain data may come")
-            module, name = DATA_CLASSES[item["class"]]
+            cls = checks_class(str(item["class"]))
+            if cls is None:
+                raise WireError(f"unknown test object class {str(item['class'])[:100]!r}")
             data = decode(item["v"], depth + 1)
             if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
                 raise WireError(f"invalid {item['class']} data")
-            return getattr(importlib.import_module(module), name)(**data)
+            return cls(**data)
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, WireError):
             raise

@@ -15,7 +15,13 @@ Requests and answers:
   or ``{"oversized": str}``: call one of the notebook's functions with plain data through the guard
   (``course_utils.checks.guard``, installed before the first cell runs): the ATen operators in
   ``refuse`` and the dotted names in ``forbid`` are refused, and ``ops`` counts the operators it
-  dispatched. What the function prints is dropped (it could reveal hidden inputs).
+  dispatched. What the function prints is dropped (it could reveal hidden inputs). Optional fields:
+  ``"refuse_code"`` (dotted names of modules, classes, functions whose Python code is refused:
+  ``course_utils.checks.codeguard``) and ``"why"`` (the end of a refusal's message).
+* ``{"op": "drive", "name": str, "driver": {test object}, "refuse", "forbid", "refuse_code", "why"}`` ->
+  the same answers: ``driver(<the notebook's name>)`` through the guard, where ``driver`` is a test
+  object of a checks module (``wire.checks_class``: rebuilt here from its data) that runs a scenario
+  with the student's function or class (``checks.drive``).
 
 Nothing here is trusted: the grader checks every value it gets back, and reads
 no answer longer than ``wire.MAX_ANSWER_BYTES``; an answer over that limit is
@@ -31,6 +37,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import Any
 
 from .wire import MAX_ANSWER_BYTES, Oversized, WireError, decode, encode, receive, send
 
@@ -114,16 +121,24 @@ class Worker:
             error = err
         return {"ok": error is None, "error": None if error is None else _describe(error), "stdout": sink.text()}
 
-    def call(self, name: str, args: list, kwargs: dict, refuse: list[str], forbid: list[str]) -> dict:
+    def call(self, name: str, args: list, kwargs: dict, refuse: list[str], forbid: list[str],
+             refuse_code: list[str] | None = None, why: str | None = None, driver: Any = None) -> dict:
+        """Call the notebook's ``name`` (or, with ``driver``, ``driver(name)``) through the guard."""
         fn = self.namespace.get(name)
         if fn is None:
             return {"missing": f"{name} is not defined: did the cell that defines it run without errors?"}
         if not callable(fn):
             return {"missing": f"{name} is a {type(fn).__name__}, not a function"}
+        if driver is not None:
+            fn, args, kwargs = driver, [fn], {}
+        options: dict[str, Any] = {"refuse": tuple(refuse), "forbid": tuple(forbid),
+                                   "refuse_code": tuple(refuse_code or ())}
+        if why is not None:
+            options["why"] = why
         sink = _Bounded(STDOUT_LIMIT)  # dropped: printed during a hidden call, it would show the inputs
         try:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                value, ops = self.guard.call(fn, args, kwargs, refuse=tuple(refuse), forbid=tuple(forbid))
+                value, ops = self.guard.call(fn, args, kwargs, **options)
         except Exception as err:  # the student's error is an answer, reported as such
             return _raised(err)
         try:
@@ -131,6 +146,23 @@ class Worker:
         except Exception as err:  # WireError, or a tensor subclass that fails on the way
             return {"raised": {"type": "TypeError", "builtin": "TypeError",
                                "message": f"{name} returned something the grader cannot read: {_text(err)}"}}
+
+
+def _strings(request: dict, key: str) -> list[str]:
+    return [str(n) for n in request.get(key, [])]
+
+
+def _call_request(op: str, request: dict) -> tuple[list, dict, list[str], list[str], list[str], str | None, Any]:
+    """A call's or a drive's (args, kwargs, refuse, forbid, refuse_code, why, driver), decoded."""
+    why = request.get("why")
+    guard = (_strings(request, "refuse"), _strings(request, "forbid"), _strings(request, "refuse_code"),
+             None if why is None else str(why))
+    if op == "call":
+        return (decode(request["args"], objects=True), decode(request["kwargs"], objects=True), *guard, None)
+    driver = request["driver"]
+    if not (isinstance(driver, dict) and driver.get("t") == "object"):
+        raise WireError("a drive request without a test object")
+    return ([], {}, *guard, decode(driver, objects=True))
 
 
 def main() -> int:
@@ -161,11 +193,8 @@ def main() -> int:
         try:
             if op == "exec":
                 answer = worker.execute(str(request["source"]))
-            elif op == "call":
-                answer = worker.call(str(request["name"]), decode(request["args"], objects=True),
-                                     decode(request["kwargs"], objects=True),
-                                     [str(n) for n in request.get("refuse", [])],
-                                     [str(n) for n in request.get("forbid", [])])
+            elif op in ("call", "drive"):
+                answer = worker.call(str(request["name"]), *_call_request(op, request))
             elif op == "bye":
                 return 0
             else:
