@@ -89,7 +89,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 ADAPTIVE = ("adagrad", "rmsprop", "adam")  # these step by about adaptive_lr per coordinate
 LABELS = {"sgd": "SGD", "momentum": "momentum", "nesterov": "Nesterov", "adagrad": "AdaGrad",
           "rmsprop": "RMSProp", "adam": "Adam"}
-COLOURS = dict(zip(OPTIMIZERS, (PALETTE[7], PALETTE[0], PALETTE[5], PALETTE[2], PALETTE[4], PALETTE[3]), strict=True))
+COLOURS = dict(zip(OPTIMIZERS, (PALETTE[7], PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[4], PALETTE[3]), strict=True))
 MAX_STEPS = 5000
 _ESCAPE = 1e6  # a point this far from the start has diverged: the path stops there
 
