@@ -206,3 +206,16 @@ def test_remembered_runs_are_handed_out_as_copies():
     again = race.trajectory("saddle", "adam", lr=0.1, steps=5)
     assert torch.equal(again.points[0], torch.tensor(race.SURFACES["saddle"].start, dtype=torch.float64))
     assert not torch.equal(again.points, first.points)
+
+
+def test_settings_no_chosen_optimizer_uses_are_greyed_out():
+    explorer = race.optimizer_race_explorer(sgd=True, momentum=False, nesterov=False, adagrad=False, rmsprop=False,
+                                       adam=False)
+    controls = {c.description: c for c in explorer.children if hasattr(c, "description")}
+    assert not controls["lr (SGD family)"].disabled
+    assert controls["lr (adaptive)"].disabled and controls["momentum μ"].disabled
+    assert controls["Adam β₁"].disabled and controls["Adam β₂"].disabled
+    controls["Adam"].value = True
+    assert not controls["Adam β₁"].disabled and not controls["lr (adaptive)"].disabled
+    controls["SGD"].value = False
+    assert controls["lr (SGD family)"].disabled

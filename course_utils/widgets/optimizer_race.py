@@ -340,6 +340,17 @@ def optimizer_race_explorer(surface: str = "quadratic", sgd: bool = True, moment
 
     controls["surface"].observe(suit, names="value")  # registered first, so it runs before the redraw
 
+    def applicable(_=None) -> None:  # a setting no chosen optimizer uses is greyed out
+        chosen = {name for name in OPTIMIZERS if controls[name].value}
+        controls["lr"].disabled = not chosen - set(ADAPTIVE)
+        controls["adaptive_lr"].disabled = not chosen & set(ADAPTIVE)
+        controls["mu"].disabled = not chosen & {"momentum", "nesterov"}
+        controls["beta1"].disabled = controls["beta2"].disabled = "adam" not in chosen
+
+    for name in OPTIMIZERS:
+        controls[name].observe(applicable, names="value")
+    applicable()
+
     def show(**values):
         arguments = _figure_arguments(**values)
         try:

@@ -257,6 +257,8 @@ def move(page, control) -> str | None:
     kind = control.get_attribute("class") or ""
     label = control_label(control)
     if "widget-slider" in kind:
+        if control.locator(".noUi-target[disabled]").count():
+            return None  # greyed out: the settings in force make it irrelevant
         handle = control.locator(".noUi-handle").first
         low, high = (float(handle.get_attribute(a)) for a in ("aria-valuemin", "aria-valuemax"))
         now = float(control.locator(".widget-readout").text_content())
