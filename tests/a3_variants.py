@@ -129,6 +129,8 @@ class Adam(torch.optim.Optimizer):
             raise ValueError(f"Invalid betas: {betas}")
         if eps < 0:
             raise ValueError(f"Invalid eps: {eps}")
+        if weight_decay < 0:
+            raise ValueError(f"Invalid weight_decay: {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -201,8 +203,9 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momen
         m = x.numel() // x.shape[1]
         mean = x.mean(dim=dims)
         var = x.var(dim=dims, unbiased=False)
-        running_mean.mul_(1 - momentum).add_(momentum * mean)
-        running_var.mul_(1 - momentum).add_(momentum * var * m / max(m - 1, 1))
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(momentum * mean)
+            running_var.mul_(1 - momentum).add_(momentum * var * m / max(m - 1, 1))
     else:
         mean, var = running_mean, running_var
     inv_std = 1 / torch.sqrt(var + eps)
@@ -420,7 +423,8 @@ class AdamHatted(torch.optim.Optimizer):
 
     def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0):
         for what, value, ok in (("lr", lr, lr >= 0), ("betas[0]", betas[0], 0.0 <= betas[0] < 1.0),
-                                ("betas[1]", betas[1], 0.0 <= betas[1] < 1.0), ("eps", eps, eps >= 0)):
+                                ("betas[1]", betas[1], 0.0 <= betas[1] < 1.0), ("eps", eps, eps >= 0),
+                                ("weight_decay", weight_decay, weight_decay >= 0)):
             if not ok:
                 raise ValueError(f"{what} = {value} is out of range")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
@@ -473,14 +477,15 @@ class ExponentialLRScheduler(torch.optim.lr_scheduler.LRScheduler):
 
 
 def batchnorm_forward_var_mean(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
-    """Channels moved first and flattened; torch.var_mean; the running statistics written with copy_."""
+    """Channels moved first and flattened; torch.var_mean; the running statistics written with copy_ from detached
+    statistics (outside autograd's graph without torch.no_grad())."""
     c = x.shape[1]
     flat = x.transpose(0, 1).reshape(c, -1)
     if training:
         var, mean = torch.var_mean(flat, dim=1, unbiased=False)
         unbiased = flat.var(dim=1, unbiased=True) if flat.shape[1] > 1 else var
-        running_mean.copy_((1 - momentum) * running_mean + momentum * mean)
-        running_var.copy_((1 - momentum) * running_var + momentum * unbiased)
+        running_mean.copy_((1 - momentum) * running_mean + momentum * mean.detach())
+        running_var.copy_((1 - momentum) * running_var + momentum * unbiased.detach())
     else:
         mean, var = running_mean.clone(), running_var.clone()
     xmu = flat - mean[:, None]
@@ -630,6 +635,10 @@ class SGDWeightDecayAfterUpdate(SGD):
 class RMSpropEpsInsideSqrt(RMSprop):
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -638,6 +647,7 @@ class RMSpropEpsInsideSqrt(RMSprop):
                 v = self.state[p].setdefault("v", torch.zeros_like(p))
                 v.mul_(group["alpha"]).addcmul_(g, g, value=1 - group["alpha"])
                 p.addcdiv_(g, (v + group["eps"]).sqrt(), value=-group["lr"])
+        return loss
 
 
 class RMSpropVStartsAtGradSquared(RMSprop):
@@ -762,8 +772,9 @@ def batchnorm_forward_unbiased_normalization(x, gamma, beta, running_mean, runni
     dims = _channel_dims(x)
     if training:
         mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=True)
-        running_mean.mul_(1 - momentum).add_(momentum * mean)
-        running_var.mul_(1 - momentum).add_(momentum * var)
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(momentum * mean)
+            running_var.mul_(1 - momentum).add_(momentum * var)
     else:
         mean, var = running_mean, running_var
     inv_std = 1 / torch.sqrt(var + eps)
@@ -777,8 +788,9 @@ def batchnorm_forward_running_var_biased(x, gamma, beta, running_mean, running_v
         dims = _channel_dims(x)
         out, cache = REFERENCE["batchnorm_forward"](x, gamma, beta, running_mean.clone(), running_var.clone(), True,
                                                     momentum, eps)
-        running_mean.mul_(1 - momentum).add_(momentum * x.mean(dim=dims))
-        running_var.mul_(1 - momentum).add_(momentum * x.var(dim=dims, unbiased=False))
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(momentum * x.mean(dim=dims))
+            running_var.mul_(1 - momentum).add_(momentum * x.var(dim=dims, unbiased=False))
         return out, cache
     return REFERENCE["batchnorm_forward"](x, gamma, beta, running_mean, running_var, False, momentum, eps)
 
@@ -788,8 +800,9 @@ def batchnorm_forward_updates_in_eval(x, gamma, beta, running_mean, running_var,
     dims = _channel_dims(x)
     m = x.numel() // x.shape[1]
     mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
-    running_mean.mul_(1 - momentum).add_(momentum * mean)
-    running_var.mul_(1 - momentum).add_(momentum * var * m / max(m - 1, 1))
+    with torch.no_grad():
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * var * m / max(m - 1, 1))
     if not training:
         mean, var = running_mean, running_var
     inv_std = 1 / torch.sqrt(var + eps)
@@ -807,6 +820,54 @@ def batchnorm_forward_eval_uses_batch(x, gamma, beta, running_mean, running_var,
     if training:
         return reference(x, gamma, beta, running_mean, running_var, True, momentum, eps)
     return reference(x, gamma, beta, running_mean.clone(), running_var.clone(), True, momentum, eps)
+
+
+def batchnorm_forward_stats_in_graph(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """The running statistics updated in place without torch.no_grad(): right values, but once x requires grad
+    they join autograd's graph (which grows batch after batch; copy.deepcopy of the model fails)."""
+    dims = _channel_dims(x)
+    if training:
+        m = x.numel() // x.shape[1]
+        mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * var * m / max(m - 1, 1))
+    else:
+        mean, var = running_mean, running_var
+    inv_std = 1 / torch.sqrt(var + eps)
+    xhat = (x - _per_channel(mean, x)) * _per_channel(inv_std, x)
+    return _per_channel(gamma, x) * xhat + _per_channel(beta, x), (xhat, gamma, inv_std)
+
+
+def batchnorm_forward_caching_x(x, gamma, beta, running_mean, running_var, training, momentum=0.1, eps=1e-5):
+    """The reference forward, with x, gamma, beta and eps in its cache (for a backward that recomputes it)."""
+    out, _ = REFERENCE["batchnorm_forward"](x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    return out, (x.detach(), gamma.detach(), beta.detach(), eps)
+
+
+def _forward_for_autograd(x, gamma, beta, eps):
+    dims = _channel_dims(x)
+    mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+    xhat = (x - _per_channel(mean, x)) / torch.sqrt(_per_channel(var, x) + eps)
+    return _per_channel(gamma, x) * xhat + _per_channel(beta, x)
+
+
+def batchnorm_backward_by_autograd(dout, cache):
+    """The forward pass recomputed with gradients enabled, differentiated by torch.autograd.grad."""
+    x, gamma, beta, eps = cache
+    with torch.enable_grad():
+        leaves = [t.detach().clone().requires_grad_(True) for t in (x, gamma, beta)]
+        out = _forward_for_autograd(*leaves, eps)
+        return torch.autograd.grad(out, leaves, dout)
+
+
+def batchnorm_backward_by_the_engine(dout, cache):
+    """Likewise, but the autograd engine called directly (no torch.autograd function runs)."""
+    x, gamma, beta, eps = cache
+    with torch.enable_grad():
+        leaves = [t.detach().clone().requires_grad_(True) for t in (x, gamma, beta)]
+        out = _forward_for_autograd(*leaves, eps)
+        return torch.autograd.Variable._execution_engine.run_backward(
+            (out,), (dout,), False, False, tuple(leaves), False, False)
 
 
 def batchnorm_backward_missing_mean_terms(dout, cache):
@@ -829,6 +890,20 @@ class BatchNorm2dUpdatesInEval(BatchNorm2dOwnForward):
             super().forward(x)  # the running estimates move in eval mode too
         self.training = training
         return super().forward(x) if training else BatchNorm2dOwnForward.forward(self, x)
+
+
+class BatchNorm2dStatsInGraph(BatchNorm2dOwnForward):
+    """Its own forward, the running statistics updated without torch.no_grad()."""
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+        m = x.numel() // x.shape[1]
+        self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+        self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * m / max(m - 1, 1))
+        xhat = (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + self.eps)
+        return self.weight.view(1, -1, 1, 1) * xhat + self.bias.view(1, -1, 1, 1)
 
 
 class BatchNorm2dNeverNormalizes(BatchNorm2dOwnForward):
@@ -879,6 +954,15 @@ def make_cnn_ignores_batch_norm(batch_norm):
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
 
 
+def make_cnn_softmax(batch_norm):
+    """The reference design ending in nn.Softmax: probabilities, not logits (it still trains to 87-89%)."""
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), *([BatchNorm2d(c_out)] if batch_norm else []), nn.ReLU()]
+
+    return nn.Sequential(*block(1, 16), *block(16, 32), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
+                         nn.Softmax(dim=1))
+
+
 # a forward variant comes with the reference backward that reads its cache (and the backward variant with the
 # reference forward): each fails for its bug, not for a cache it cannot unpack
 _BN_BACKWARD = {"batchnorm_backward": batchnorm_backward}
@@ -912,11 +996,20 @@ WRONG: dict[str, tuple[dict[str, Any], set[str]]] = {
     "batchnorm_eval_uses_batch_statistics": ({"batchnorm_forward": batchnorm_forward_eval_uses_batch,
                                               **_BN_BACKWARD},
                                              {"test_batchnorm_forward", "test_batchnorm_module"}),
+    "batchnorm_running_stats_in_graph": ({"batchnorm_forward": batchnorm_forward_stats_in_graph, **_BN_BACKWARD},
+                                         {"test_batchnorm_forward", "test_batchnorm_module"}),
+    "batchnorm_backward_by_autograd": ({"batchnorm_forward": batchnorm_forward_caching_x,
+                                        "batchnorm_backward": batchnorm_backward_by_autograd},
+                                       {"test_batchnorm_backward"}),
+    "batchnorm_backward_by_the_engine": ({"batchnorm_forward": batchnorm_forward_caching_x,
+                                          "batchnorm_backward": batchnorm_backward_by_the_engine},
+                                         {"test_batchnorm_backward"}),
     "batchnorm_backward_missing_mean_terms": ({"batchnorm_forward": batchnorm_forward,
                                                "batchnorm_backward": batchnorm_backward_missing_mean_terms},
                                               {"test_batchnorm_backward"}),
     "batchnorm_module_momentum_reversed": ({"BatchNorm2d": BatchNorm2dMomentumReversed}, {"test_batchnorm_module"}),
     "batchnorm_module_updates_in_eval": ({"BatchNorm2d": BatchNorm2dUpdatesInEval}, {"test_batchnorm_module"}),
+    "batchnorm_module_stats_in_graph": ({"BatchNorm2d": BatchNorm2dStatsInGraph}, {"test_batchnorm_module"}),
     "batchnorm_module_never_normalizes": ({"BatchNorm2d": BatchNorm2dNeverNormalizes},
                                           {"test_batchnorm_module", CNN}),
     "dropout_not_rescaled": ({"dropout": dropout_not_rescaled}, {"test_dropout"}),
@@ -924,7 +1017,10 @@ WRONG: dict[str, tuple[dict[str, Any], set[str]]] = {
     "dropout_nan_at_p_one": ({"dropout": dropout_nan_at_p_one}, {"test_dropout"}),
     "dropout_one_mask_per_row": ({"dropout": dropout_one_mask_per_row}, {"test_dropout"}),
     "make_cnn_ignores_batch_norm": ({"make_cnn": make_cnn_ignores_batch_norm}, {CNN}),
+    "make_cnn_softmax": ({"make_cnn": make_cnn_softmax}, {CNN}),
 }
+# the wrong variants whose CNN cell fails before any training (cheap enough for the fast tier)
+CNN_FAILS_EARLY = {"make_cnn_ignores_batch_norm", "make_cnn_softmax"}
 
 
 # --- back doors: PyTorch's references, reached by any name ---------------------------------------------

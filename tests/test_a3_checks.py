@@ -59,7 +59,7 @@ def test_differently_written_correct_answers_get_every_point(name):
 @pytest.mark.parametrize("name", v.WRONG)
 def test_each_kept_wrong_variant_loses_exactly_its_points(name):
     replacements, must_fail = v.WRONG[name]
-    skip_cnn = name != "make_cnn_ignores_batch_norm"
+    skip_cnn = name not in v.CNN_FAILS_EARLY
     assert v.failing_cells(replacements, skip_cnn=skip_cnn) == (_without_cnn(must_fail) if skip_cnn else must_fail)
 
 
@@ -67,7 +67,7 @@ def test_each_kept_wrong_variant_loses_exactly_its_points(name):
 def test_the_visible_checks_alone_catch_each_wrong_variant(name):
     """Each rule is exercised by a visible case: `make check` shows the bug before the grader does."""
     replacements, must_fail = v.WRONG[name]
-    skip_cnn = name != "make_cnn_ignores_batch_norm"
+    skip_cnn = name not in v.CNN_FAILS_EARLY
     results = v.run_cells(replacements, hidden=False, skip_cnn=skip_cnn)
     assert {g for g, r in results.items() if not r.passed} == (_without_cnn(must_fail) if skip_cnn else must_fail)
 
@@ -88,7 +88,8 @@ def test_every_autograded_cell_fails_for_some_kept_wrong_variant():
 def test_wrong_variants_fail_for_their_bug_not_a_crash():
     """A variant that crashed (a cache it cannot read) would prove nothing about the check."""
     for name, (replacements, must_fail) in v.WRONG.items():
-        for grade_id, result in v.run_cells(replacements, hidden=False, skip_cnn=True).items():
+        for grade_id, result in v.run_cells(replacements, hidden=False,
+                                            skip_cnn=name not in v.CNN_FAILS_EARLY).items():
             if grade_id in must_fail:
                 assert " raised " not in result.failure, (name, result.failure)
 
@@ -148,6 +149,55 @@ def test_visible_failures_show_the_call_and_the_rule():
     assert "should raise ValueError (a negative lr" in message, message
 
 
+def test_the_review_findings_get_messages_that_name_the_mistake():
+    """Running statistics in autograd's graph, a backward pass by autograd, probabilities instead of logits, a
+    closure's loss not returned, Adam without bias correction: each message says what to change."""
+    for name, cells in (("batchnorm_running_stats_in_graph", ("test_batchnorm_forward", "test_batchnorm_module")),
+                        ("batchnorm_module_stats_in_graph", ("test_batchnorm_module",))):
+        results = v.run_cells(v.WRONG[name][0], skip_cnn=True)
+        for cell in cells:
+            message = results[cell].failure
+            assert "running_mean became part of autograd's graph: update the running statistics under " \
+                   "torch.no_grad()" in message, message
+    for name in ("batchnorm_backward_by_autograd", "batchnorm_backward_by_the_engine"):
+        message = v.run_cells(v.WRONG[name][0], skip_cnn=True)["test_batchnorm_backward"].failure
+        assert f"{name}(dout, cache) [" in message and f"{name} must compute the gradients itself, without " \
+               f"autograd" in message and " raised " not in message, message
+    message = v.run_cells(v.WRONG["make_cnn_softmax"][0], hidden=False)[CNN].failure
+    assert "make_cnn_softmax(True) returns probabilities" in message and "return logits (F.cross_entropy applies the " \
+           "softmax)" in message, message
+
+    class SGDReturnsNothing(v.SGD):
+        def step(self, closure=None):
+            super().step(closure)
+
+    message = v.run_cells({"SGD": SGDReturnsNothing}, hidden=False)["test_sgd"].failure
+    assert "step(closure) should return the closure's loss (the tensor closure() returned), got None" in message, \
+        message
+    message = v.run_cells(v.WRONG["adam_no_bias_correction"][0], hidden=False)["test_adam"].failure
+    assert "[bias correction: m / (1 - beta1^t)" in message and "after 1 step" in message, message
+    assert "|expected|). With bias correction, Adam's first step moves each coordinate by about lr (here 0.01; " \
+           "yours moved by 0.02 to 0.02): m_hat_1 = g_1 and v_hat_1 = g_1^2" in message, message
+    message = v.run_cells(v.WRONG["adam_weight_decay_decoupled"][0], hidden=False)["test_adam"].failure
+    assert "[weight decay (L2" in message and "m_hat_1" not in message, message  # (the hint is for its own bug)
+
+
+def test_the_solution_keeps_its_running_statistics_out_of_the_graph_and_copies():
+    """What the notebook's part 5 does after training: copy.deepcopy of a model whose BatchNorm saw inputs that
+    require grad."""
+    import copy
+
+    namespace = v.solution_namespace()
+    bn = namespace["BatchNorm2d"](3)
+    bn(torch.randn(4, 3, 2, 2, requires_grad=True)).sum().backward()
+    assert not bn.running_mean.requires_grad and bn.running_mean.grad_fn is None
+    copy.deepcopy(bn)
+    wrong = v._bind("BatchNorm2d", v.BatchNorm2dStatsInGraph, namespace)(3)
+    wrong(torch.randn(4, 3, 2, 2, requires_grad=True))
+    with pytest.raises(RuntimeError, match="deepcopy"):
+        copy.deepcopy(wrong)
+
+
 @pytest.mark.parametrize("name", ["sgd_momentum_dampened_from_zero", "adam_eps_inside_sqrt", "step_lr_off_by_one",
                                   "batchnorm_unbiased_normalization", "batchnorm_backward_missing_mean_terms",
                                   "batchnorm_module_momentum_reversed", "dropout_not_rescaled",
@@ -202,8 +252,9 @@ def test_the_rules_the_contract_states_are_visible():
     for words in ("momentum: buf = grad on the first step", "nesterov", "weight decay (L2)", "parameter groups",
                   ".grad is None is skipped", "step(closure)", "bias correction", "eps is added to sqrt(v_hat)",
                   "nesterov=True needs momentum > 0", "a negative lr", "beta1 outside", "beta2 outside",
-                  "a negative eps", "several parameter groups", "the default gamma 0.1", "(N, C)",
-                  "(N, C, H, W)", "unbiased batch variance", "momentum: r = (1 - momentum) * r",
+                  "a negative eps", "a negative weight_decay", "several parameter groups", "the default gamma 0.1",
+                  "(N, C)", "(N, C, H, W)", "x requires grad: the running statistics stay outside autograd's graph",
+                  "unbiased batch variance", "momentum: r = (1 - momentum) * r",
                   "not training: normalize with the running statistics and change nothing",
                   "terms of the batch mean and variance", "eval mode", "p = 0: x unchanged", "p = 1: all zeros",
                   "p outside [0, 1] raises ValueError", "the gradient flows through the kept elements",
@@ -277,6 +328,9 @@ def _drivers():
     yield checks.OptimizerConstruction({"betas": [1.0, 0.9]})
     yield checks.ScheduleRun([0.1, 0.01], {"step_size": 2}, epochs=5)
     yield checks._bn_forward_driver(checks.BN_FORWARD_CASES[3][1], 4)
+    yield checks._bn_forward_driver(checks.BN_FORWARD_CASES[-1][1], 4)
+    yield checks.BatchNormBackwardRun(torch.randn(2, 3, generator=g), v.batchnorm_forward(
+        torch.randn(2, 3, generator=g), torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3), True)[1])
     yield checks._bn_module_driver(checks.BN_MODULE_CASES[1][1], 5)
     yield checks.DropoutRun(torch.rand(3, 4, generator=g), 0.5, True, 7, torch.randn(3, 4, generator=g))
     yield checks.CNNTraining(*checks._digits()[:3], seed=2, recipe={**checks.RECIPE, "epochs": 0})

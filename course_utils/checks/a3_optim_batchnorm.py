@@ -16,7 +16,9 @@ batch-norm, layer-norm and group-norm operators, the dropout and Bernoulli
 operators and the fused optimizer kernels at the dispatcher (``refuse``), and
 the Python code of the concrete optimizers, schedulers and normalization and
 dropout modules however it was reached (``refuse_code``: imported by name,
-aliased, captured before the check, subclassed).
+aliased, captured before the check, subclassed). The batch-norm backward pass
+runs in ``torch.inference_mode()`` with ``torch.autograd.grad``/``backward``
+refused: it must be computed with the formulas, not by autograd.
 
 Each check has two sets of cases, each a list of ``(rule, setting)``:
 
@@ -55,7 +57,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import CheckFailure, check, drive, expect_close, hidden_seed, passed
+from . import CheckFailure, ForbiddenReference, check, drive, expect_close, hidden_seed, passed
 from . import case_label as _where, type_name as _kind
 
 __all__ = ["check_sgd", "check_rmsprop", "check_adam", "check_step_lr", "check_exponential_lr",
@@ -63,7 +65,7 @@ __all__ = ["check_sgd", "check_rmsprop", "check_adam", "check_step_lr", "check_e
            "check_cnn_training", "OptimizerRun", "OptimizerConstruction", "ScheduleRun", "BatchNormForwardRun",
            "BatchNormModuleRun", "DropoutRun", "CNNTraining", "hidden_rules", "BATCH_NORM_OPS",
            "DROPOUT_OPS", "FUSED_OPTIMIZER_OPS", "OPTIMIZER_CODE", "SCHEDULER_CODE", "BATCH_NORM_CODE",
-           "DROPOUT_CODE", "CNN_THRESHOLD"]
+           "DROPOUT_CODE", "AUTOGRAD_CODE", "BatchNormBackwardRun", "CNN_THRESHOLD"]
 
 ASSIGNMENT = "a3_optim_batchnorm"
 OPTIM_ATOL, OPTIM_RTOL = 1e-5, 1e-4      # float32 parameters after 100 steps
@@ -110,6 +112,9 @@ SCHEDULER_CODE: tuple[str, ...] = tuple(
 BATCH_NORM_CODE: tuple[str, ...] = ("torch.nn.modules.batchnorm", "torch.nn.modules.instancenorm",
                                     "torch.nn.modules.normalization")
 DROPOUT_CODE: tuple[str, ...] = ("torch.nn.modules.dropout",)
+# a backward pass written with the formulas: autograd may not compute it (``Tensor.backward`` calls
+# ``torch.autograd.backward``; ``torch.autograd.functional`` and ``torch.func`` call ``torch.autograd.grad``)
+AUTOGRAD_CODE: tuple[str, ...] = ("torch.autograd.grad", "torch.autograd.backward")
 
 
 def _declare(*, refuse: Sequence[str] = (), refuse_code: Sequence[str] = (),
@@ -191,8 +196,9 @@ class OptimizerRun:
     ``groups``: None (one list of parameters) or a list of ``{"params": [indices], **hyper-parameters}``.
     ``skip``: ``[i, k]``: parameter i has no gradient (``.grad`` None) on every k-th step. ``closure``: step with
     a closure (called with gradients disabled around ``step``) that zeroes the gradients, computes the loss and
-    its gradients; the losses it returns are recorded. Returns ``{"after": {step: [parameters]}, "losses": [...]}``
-    for the steps in ``record``. All its data are plain (``__wire__``), so the grader can rebuild it in the worker.
+    its gradients; the losses step returns are recorded (a step that returns no scalar tensor ends the run, with
+    ``"returned"``: what it returned). Returns ``{"after": {step: [parameters]}, "losses": [...]}`` for the steps
+    in ``record``. All its data are plain (``__wire__``), so the grader can rebuild it in the worker.
     """
 
     def __init__(self, shapes: Sequence[Sequence[int]], options: dict, groups: list[dict] | None = None,
@@ -233,7 +239,8 @@ class OptimizerRun:
                      "params": [params[i] for i in group["params"]]} for group in self.groups]
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in self.options.items()}
         optimizer = optimizer_class(spec, **options)
-        after, losses = {}, []
+        after: dict[int, list[torch.Tensor]] = {}
+        losses: list[float] = []
         for step in range(1, self.steps + 1):
             live = [i for i in range(len(params)) if not self._skipped(i, step)]
             if self.closure:
@@ -248,8 +255,11 @@ class OptimizerRun:
 
                 with torch.no_grad():
                     loss = optimizer.step(closure)
-                scalar = isinstance(loss, torch.Tensor) and loss.numel() == 1
-                losses.append(float(loss.detach()) if scalar else math.nan)
+                if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+                    return {"after": after, "losses": losses, "returned": "None" if loss is None else (
+                        f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor)
+                        else type(loss).__name__)}
+                losses.append(loss.detach().item())
             else:
                 with torch.no_grad():
                     for i, p in enumerate(params):
@@ -318,10 +328,10 @@ def _optimizer_cases(kind: str, hidden: bool) -> list[Case]:
             ("step(closure): calls the closure with gradients enabled and returns its loss",
              {"shapes": shapes, "options": {"lr": 0.01}, "closure": True}),
         ]
-    return [
-        ("the defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8", {"shapes": shapes, "options": {}}),
+    return [  # bias correction first: without it every case fails, from the first step
         ("bias correction: m / (1 - beta1^t) and v / (1 - beta2^t), t counted from 1",
          {"shapes": shapes, "options": {"lr": 0.01 if v else 0.02, "betas": [0.8, 0.99] if v else [0.85, 0.95]}}),
+        ("the defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8", {"shapes": shapes, "options": {}}),
         ("eps is added to sqrt(v_hat), outside the root: a large eps with small gradients",
          {"shapes": shapes, "options": {"lr": 0.01, "eps": 0.01 if v else 0.003}, "scale": 1e-2}),
         ("weight decay (L2, as torch.optim.Adam): grad + weight_decay * p, before the moments",
@@ -362,14 +372,33 @@ INVALID_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "sgd": [("nesterov=True needs momentum > 0", {"lr": 0.1, "momentum": 0.0, "nesterov": True})],
     "rmsprop": [],
     "adam": [("a negative lr", {"lr": -0.01}), ("beta1 outside [0, 1)", {"betas": [1.0, 0.999]}),
-             ("beta2 outside [0, 1)", {"betas": [0.9, -0.5]}), ("a negative eps", {"eps": -1e-8})],
+             ("beta2 outside [0, 1)", {"betas": [0.9, -0.5]}), ("a negative eps", {"eps": -1e-8}),
+             ("a negative weight_decay", {"weight_decay": -0.01})],
 }
 HIDDEN_INVALID_OPTIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "sgd": [("nesterov=True needs momentum > 0", {"lr": 0.05, "nesterov": True})],
     "rmsprop": [],
     "adam": [("beta1 outside [0, 1)", {"betas": [-0.1, 0.999]}), ("beta2 outside [0, 1)", {"betas": [0.9, 1.5]}),
-             ("a negative lr", {"lr": -1.0}), ("a negative eps", {"eps": -0.5})],
+             ("a negative lr", {"lr": -1.0}), ("a negative eps", {"eps": -0.5}),
+             ("a negative weight_decay", {"weight_decay": -1.0})],
 }
+
+
+def _adam_first_step_hint(mine: torch.Tensor, theirs: torch.Tensor, start: torch.Tensor, hidden: bool) -> str:
+    """Where torch's first Adam step moved every coordinate by about lr and the student's moved every coordinate
+    by one other amount (or NaN): the hint that bias correction gives m_hat_1 = g_1 and v_hat_1 = g_1^2 (a step of
+    lr * g_1 / |g_1|), else ""."""
+    moved, wanted = (mine - start).abs().double(), (theirs - start).abs().double()
+    size = float(wanted.mean())
+    if not (size > 0 and float((wanted - size).abs().max()) <= 0.05 * size):
+        return ""  # (a large eps with small gradients: torch's own first step is not lr everywhere)
+    typical = float(moved.mean())
+    if math.isfinite(typical) and (abs(typical - size) <= 0.05 * size
+                                   or float((moved - typical).abs().max()) > 0.05 * typical):
+        return ""  # about lr, or a different step for each coordinate: another mistake
+    shown = "" if hidden else f" (here {size:.3g}; yours moved by {float(moved.min()):.3g} to {float(moved.max()):.3g})"
+    return (f"With bias correction, Adam's first step moves each coordinate by about lr{shown}: m_hat_1 = g_1 and "
+            f"v_hat_1 = g_1^2, so m_hat_1 / sqrt(v_hat_1) = ±1 (t counts from 1).")
 
 
 def _reference_optimizer(kind: str) -> Any:
@@ -395,6 +424,9 @@ def _optimizer_check(check_name: str, kind: str, label: str, doc: str) -> Callab
                     f"on parameters of shapes {[tuple(s) for s in setting['shapes']]}, {driver.steps} x {steps}")
             where = _where(name, call, rule, hidden)
             got = _run(optimizer_class, driver, where, hidden)
+            if isinstance(got, dict) and "returned" in got:
+                raise CheckFailure(f"{where}: step(closure) should return the closure's loss (the tensor closure() "
+                                   f"returned), got {got['returned']}")
             if not isinstance(got, dict) or set(got.get("after", {})) != set(expected["after"]):
                 raise CheckFailure(f"{where}: the run did not complete")
             for step in driver.record:
@@ -404,7 +436,16 @@ def _optimizer_check(check_name: str, kind: str, label: str, doc: str) -> Callab
                             and not torch.equal(theirs, mine):
                         raise CheckFailure(f"{what} is unchanged: update each parameter in place (p.add_(...), "
                                            f"p.sub_(...) under torch.no_grad())")
-                    _compare(mine, theirs, what, hidden, atol=OPTIM_ATOL, rtol=OPTIM_RTOL)
+                    try:
+                        _compare(mine, theirs, what, hidden, atol=OPTIM_ATOL, rtol=OPTIM_RTOL)
+                    except CheckFailure as failure:
+                        start = OptimizerRun(**setting, seed=seed).problem()[0][i]
+                        hint = _adam_first_step_hint(mine, theirs, start, hidden) if kind == "adam" and step == 1 \
+                            else ""
+                        if not hint:
+                            raise
+                        raise CheckFailure(f"{failure}{'' if str(failure).endswith('.') else '.'} {hint}") \
+                            from None
             if setting.get("closure"):
                 _compare(torch.tensor(got["losses"], dtype=torch.float64),
                          torch.tensor(expected["losses"], dtype=torch.float64), f"{where}: the losses step returned",
@@ -432,7 +473,8 @@ check_rmsprop = _optimizer_check(
 check_adam = _optimizer_check(
     "check_adam", "adam", "Adam",
     "Adam(params, lr, betas, eps, weight_decay) matches torch.optim.Adam over 100 steps: bias correction, eps "
-    "outside the root, L2 weight decay, parameter groups, per-parameter step counts; bad hyper-parameters raise.")
+    "outside the root, L2 weight decay, parameter groups, per-parameter step counts; bad hyper-parameters (lr, betas, "
+    "eps, weight_decay) raise ValueError.")
 
 
 # --- 2. learning-rate schedules -------------------------------------------------------------------
@@ -571,38 +613,50 @@ check_exponential_lr = _schedule_check(
 
 
 # --- 3. batch normalization -----------------------------------------------------------------------
+def _in_graph(stat: Any) -> bool:
+    """Whether a running statistic became part of autograd's graph (updated from a tensor that requires grad
+    without ``torch.no_grad()``): the graph then grows batch after batch and ``copy.deepcopy`` of a model
+    holding it fails."""
+    return isinstance(stat, torch.Tensor) and (stat.requires_grad or stat.grad_fn is not None)
+
+
+GRAPH_MESSAGE = "{stat} became part of autograd's graph: update the running statistics under torch.no_grad()"
+
+
 class BatchNormForwardRun:
     """A driver: ``batchnorm_forward`` called on each input of ``xs`` in turn with the same running statistics
-    (updated in place by the calls), ``momentum``/``eps`` passed only when given. Returns every output and the
-    running statistics after each call, or ``{"returned": what}`` if a call did not return (out, cache)."""
+    (updated in place by the calls), ``momentum``/``eps`` passed only when given, x requiring gradients if
+    ``requires_grad``. Returns every output, the running statistics after each call and whether they joined
+    autograd's graph, or ``{"returned": what}`` if a call did not return (out, cache)."""
 
     def __init__(self, xs: Sequence[torch.Tensor], gamma: torch.Tensor, beta: torch.Tensor,
                  running_mean: torch.Tensor, running_var: torch.Tensor, training: bool,
-                 momentum: float | None = None, eps: float | None = None) -> None:
+                 momentum: float | None = None, eps: float | None = None, requires_grad: bool = False) -> None:
         self.xs, self.gamma, self.beta = list(xs), gamma, beta
         self.running_mean, self.running_var, self.training = running_mean, running_var, bool(training)
-        self.momentum, self.eps = momentum, eps
+        self.momentum, self.eps, self.requires_grad = momentum, eps, bool(requires_grad)
 
     def __wire__(self) -> dict[str, Any]:
         return {"xs": self.xs, "gamma": self.gamma, "beta": self.beta, "running_mean": self.running_mean,
                 "running_var": self.running_var, "training": self.training, "momentum": self.momentum,
-                "eps": self.eps}
+                "eps": self.eps, "requires_grad": self.requires_grad}
 
     def __call__(self, batchnorm_forward: Callable) -> dict[str, Any]:
         mean, var = self.running_mean.clone(), self.running_var.clone()
         options = {k: v for k, v in (("momentum", self.momentum), ("eps", self.eps)) if v is not None}
-        outs, means, variances = [], [], []
+        outs, means, variances, graph = [], [], [], []
         for x in self.xs:
-            got = batchnorm_forward(x.clone(), self.gamma.clone(), self.beta.clone(), mean, var, self.training,
-                                    **options)
+            got = batchnorm_forward(x.clone().requires_grad_(self.requires_grad), self.gamma.clone(),
+                                    self.beta.clone(), mean, var, self.training, **options)
             if not isinstance(got, (tuple, list)) or len(got) != 2:
                 return {"returned": type(got).__name__ + (f" of {len(got)} items" if isinstance(got, (tuple, list))
                                                           else "")}
             out = got[0]
             outs.append(out.detach().clone() if isinstance(out, torch.Tensor) else type(out).__name__)
-            means.append(mean.clone())
-            variances.append(var.clone())
-        return {"outs": outs, "running_mean": means, "running_var": variances}
+            means.append(mean.detach().clone())
+            variances.append(var.detach().clone())
+            graph.append([_in_graph(mean), _in_graph(var)])
+        return {"outs": outs, "running_mean": means, "running_var": variances, "graph": graph}
 
 
 def reference_batchnorm_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
@@ -637,6 +691,8 @@ BN_FORWARD_CASES: list[Case] = [
     ("not training: normalize with the running statistics and change nothing",
      {"shape": [6, 3, 2, 2], "training": False, "calls": 2}),
     ("not training, (N, C), eps given", {"shape": [5, 4], "training": False, "calls": 1, "eps": 0.1}),
+    ("training, x requires grad: the running statistics stay outside autograd's graph (torch.no_grad())",
+     {"shape": [4, 3, 2, 2], "training": True, "calls": 2, "requires_grad": True}),
 ]
 HIDDEN_BN_FORWARD_CASES: list[Case] = [
     ("training, (N, C, H, W): statistics over every dim but 1", {"shape": [3, 5, 4, 3], "training": True, "calls": 1}),
@@ -646,6 +702,8 @@ HIDDEN_BN_FORWARD_CASES: list[Case] = [
      {"shape": [6, 3], "training": True, "calls": 3, "momentum": 0.5}),
     ("not training: normalize with the running statistics and change nothing",
      {"shape": [2, 4, 3, 3], "training": False, "calls": 2, "momentum": 0.2}),
+    ("training, x requires grad: the running statistics stay outside autograd's graph (torch.no_grad())",
+     {"shape": [3, 2, 3, 2], "training": True, "calls": 2, "momentum": 0.3, "requires_grad": True}),
 ]
 
 
@@ -669,7 +727,7 @@ def _bn_forward_driver(setting: dict, seed: int, dtype: torch.dtype = torch.floa
     mean = torch.randn(c, generator=g, dtype=torch.float64).to(dtype)
     var = (0.5 + torch.rand(c, generator=g, dtype=torch.float64)).to(dtype)
     return BatchNormForwardRun(xs, gamma, beta, mean, var, setting["training"], setting.get("momentum"),
-                               setting.get("eps"))
+                               setting.get("eps"), setting.get("requires_grad", False))
 
 
 @_declare(refuse=BATCH_NORM_OPS, refuse_code=BATCH_NORM_CODE, why="write the normalization yourself")
@@ -684,7 +742,8 @@ def check_batchnorm_forward(batchnorm_forward: Callable, hidden: bool = False) -
         expected = driver(reference_batchnorm_forward)
         options = {k: setting[k] for k in ("momentum", "eps") if k in setting}
         calls = "" if setting["calls"] == 1 else f", {setting['calls']} calls in a row"
-        call = (f"{name}(x of shape {tuple(setting['shape'])}, gamma, beta, running_mean, running_var, "
+        grad = " requiring grad" if setting.get("requires_grad") else ""
+        call = (f"{name}(x of shape {tuple(setting['shape'])}{grad}, gamma, beta, running_mean, running_var, "
                 f"training={setting['training']}{', ' if options else ''}{_settings(options)}){calls}")
         where = _where(name, call, rule, hidden)
         got = _run(batchnorm_forward, driver, where, hidden)
@@ -700,6 +759,9 @@ def check_batchnorm_forward(batchnorm_forward: Callable, hidden: bool = False) -
                 what = f"{where}, {stat} afterwards{when}" + ("" if setting["training"] else
                                                                 " (it should not change in eval mode)")
                 _compare(got[stat][k], expected[stat][k], what, hidden, atol=FLOAT32_ATOL, rtol=FLOAT32_RTOL)
+            for stat, joined in zip(("running_mean", "running_var"), got["graph"][k], strict=True):
+                if joined:
+                    raise CheckFailure(f"{where}{when}: {GRAPH_MESSAGE.format(stat=stat)}")
     passed(name + (" (hidden cases)" if hidden else ""), len(cases))
 
 
@@ -716,14 +778,52 @@ HIDDEN_BN_BACKWARD_CASES: list[Case] = [
 ]
 
 
+class BatchNormBackwardRun:
+    """A driver: ``batchnorm_backward(dout, cache)`` inside ``torch.inference_mode()``, where autograd records
+    nothing, so a backward pass that recomputes the forward pass with gradients cannot run. If the call fails
+    there and succeeds outside it, the answer needed autograd: ``{"autograd": True}``. Otherwise returns
+    ``{"grads": [...]}`` (a description of each item that is not a tensor) or ``{"returned": what}``."""
+
+    def __init__(self, dout: torch.Tensor, cache: Any) -> None:
+        self.dout, self.cache = dout, cache
+
+    def __wire__(self) -> dict[str, Any]:
+        return {"dout": self.dout, "cache": self.cache}
+
+    def __call__(self, batchnorm_backward: Callable) -> dict[str, Any]:
+        try:
+            with torch.inference_mode():
+                grads = batchnorm_backward(self.dout.clone(), self.cache)
+        except ForbiddenReference:
+            raise
+        except Exception:
+            try:
+                batchnorm_backward(self.dout.clone(), self.cache)
+            except Exception:
+                pass
+            else:
+                return {"autograd": True}
+            raise
+        if not isinstance(grads, (tuple, list)) or len(grads) != 3:
+            return {"returned": type(grads).__name__ + (f" of {len(grads)} items" if isinstance(grads, (tuple, list))
+                                                        else "")}
+        return {"grads": [g.clone() if isinstance(g, torch.Tensor) else type(g).__name__ for g in grads]}
+
+
+AUTOGRAD_MESSAGE = ("{name} must compute the gradients itself, without autograd (no backward(), torch.autograd.grad "
+                    "or forward pass recomputed with gradients): write dx, dgamma and dbeta with the formulas of 3b")
+
+
 def _random_bn_backward_cases(rng: random.Random, count: int = 2) -> list[Case]:
     return [("a random setting", {"shape": [rng.randint(1, 5), rng.randint(1, 4)] + [rng.randint(1, 4)] * 2})
             for _ in range(count)]
 
 
-@_declare(refuse=BATCH_NORM_OPS, refuse_code=BATCH_NORM_CODE, why="write the normalization yourself")
+@_declare(refuse=BATCH_NORM_OPS, refuse_code=BATCH_NORM_CODE + AUTOGRAD_CODE,
+          why="write the normalization and its gradients yourself")
 def check_batchnorm_backward(batchnorm_forward: Callable, batchnorm_backward: Callable, hidden: bool = False) -> None:
-    """(dx, dgamma, dbeta) of a training-mode forward agree with autograd of F.batch_norm, in float64."""
+    """(dx, dgamma, dbeta) of a training-mode forward agree with autograd of F.batch_norm, in float64; the
+    backward is computed without autograd (called in inference mode; torch.autograd.grad/backward refused)."""
     name = _name(batchnorm_backward, "batchnorm_backward")
     forward = _name(batchnorm_forward, "batchnorm_forward")
     cases = HIDDEN_BN_BACKWARD_CASES + _random_bn_backward_cases(_rng(True, "check_batchnorm_backward", "random")) \
@@ -747,16 +847,25 @@ def check_batchnorm_backward(batchnorm_forward: Callable, batchnorm_backward: Ca
                                     torch.ones(c, dtype=torch.float64), True)
             if not isinstance(got, (tuple, list)) or len(got) != 2:
                 raise CheckFailure(f"{where}: {forward} should return (out, cache), got {_kind(got, hidden)}")
-            grads = batchnorm_backward(dout.clone(), got[1])
+            result = _drive(batchnorm_backward, BatchNormBackwardRun(dout.clone(), got[1]))
         except CheckFailure:
             raise
         except NotImplementedError:
             raise CheckFailure(f"{where}: not implemented yet (it raised NotImplementedError)") from None
+        except ForbiddenReference as err:
+            if "torch.autograd" in str(err):
+                raise CheckFailure(f"{where}: {AUTOGRAD_MESSAGE.format(name=name)}") from None
+            raise CheckFailure(f"{where} raised {_kind(err, hidden)}" + ("" if hidden else f": {err}")) from None
         except Exception as err:
             raise CheckFailure(f"{where} raised {_kind(err, hidden)}" + ("" if hidden else f": {err}")) from None
-        if not isinstance(grads, (tuple, list)) or len(grads) != 3:
-            raise CheckFailure(f"{where} should return (dx, dgamma, dbeta), got {_kind(grads, hidden)}")
+        if result.get("autograd"):
+            raise CheckFailure(f"{where}: {AUTOGRAD_MESSAGE.format(name=name)}")
+        grads = result.get("grads")
+        if grads is None:
+            raise CheckFailure(f"{where} should return (dx, dgamma, dbeta), got {result.get('returned')}")
         for mine, theirs, what in zip(grads, expected, ("dx", "dgamma", "dbeta"), strict=True):
+            if isinstance(mine, str):
+                raise CheckFailure(f"{where}: {what} should be a tensor, got {mine}")
             _compare(mine, theirs, f"{where}, {what}", hidden, atol=FLOAT64_ATOL, rtol=FLOAT64_RTOL)
     passed(name + (" (hidden cases)" if hidden else ""), len(cases))
 
@@ -806,6 +915,8 @@ class BatchNormModuleRun:
                 step[key] = None if value is None else value.detach().clone()
             params["weight"].grad = params["bias"].grad = None
             step.update({k: v for k, v in self._state(bn).items() if k.startswith("running")})
+            buffers = dict(bn.named_buffers())
+            step["graph"] = [_in_graph(buffers.get(k)) for k in ("running_mean", "running_var")]
             steps.append(step)
         bn.eval()
         with torch.no_grad():
@@ -872,6 +983,9 @@ def check_batchnorm_module(module_class: Any, hidden: bool = False) -> None:
                     raise CheckFailure(f"{what} is None: the forward must be differentiable by autograd (tensor "
                                        f"operations on the input and on self.weight and self.bias, no .data)")
                 _compare(mine[key], theirs[key], what, hidden, atol=FLOAT32_ATOL, rtol=FLOAT32_RTOL)
+            for stat, joined in zip(("running_mean", "running_var"), mine["graph"], strict=True):
+                if joined:
+                    raise CheckFailure(f"{where}, train mode, batch {k + 1}: {GRAPH_MESSAGE.format(stat=stat)}")
         for key in ("out", "running_mean", "running_var"):
             what = f"{where}, eval mode: " + ("the output (normalized with the running statistics)" if key == "out"
                                               else f"{key} (it should not change in eval mode)")
@@ -1048,8 +1162,9 @@ def _is_own_batch_norm(cls: type) -> bool:
 class CNNTraining:
     """A driver: ``make_cnn(batch_norm)`` for False and True, each built after ``torch.manual_seed(seed)`` and
     trained with :data:`RECIPE` on ``images``/``labels`` (batches in an order drawn from ``seed``); returns, per
-    model, its modules' classes, its validation logits (the check computes the accuracy: the labels stay in the
-    grader) and, for each BatchNorm2d of the model's own, how well its train-mode output is normalized."""
+    model, its modules' classes, whether its untrained eval-mode outputs are probabilities (then it is not
+    trained), its validation logits (the check computes the accuracy: the labels stay in the grader) and, for each
+    BatchNorm2d of the model's own, how well its train-mode output is normalized."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, val_images: torch.Tensor, seed: int,
                  recipe: dict | None = None) -> None:
@@ -1113,6 +1228,18 @@ class CNNTraining:
             hook.remove()
         return found
 
+    @staticmethod
+    def _probabilities(model: Any, images: torch.Tensor) -> bool:
+        """Whether the untrained model's eval-mode outputs are probabilities: every row in [0, 1], summing to 1
+        (a softmax at the end, which F.cross_entropy applies again)."""
+        model.eval()
+        with torch.no_grad():
+            out = model(images)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or not out.is_floating_point() or out.shape[1] < 2:
+            return False
+        out = out.double()
+        return bool(((out >= -1e-6) & (out <= 1 + 1e-6)).all() and (out.sum(dim=1) - 1).abs().max() <= 1e-4)
+
     def __call__(self, make_cnn: Callable) -> dict[str, Any]:
         results: dict[str, Any] = {}
         for batch_norm in (True, False):  # the model with BatchNorm first: what is wrong with it shows before training
@@ -1120,17 +1247,21 @@ class CNNTraining:
             model = make_cnn(batch_norm)
             modules = [[type(m).__name__, _is_own_batch_norm(type(m)), _is_torch_batch_norm(type(m))]
                        for m in model.modules()]
-            result: dict[str, Any] = {"modules": modules, "normalization": [], "logits": None}
+            result: dict[str, Any] = {"modules": modules, "normalization": [], "probabilities": False,
+                                      "logits": None}
             results[str(batch_norm)] = result
+            if batch_norm and (not any(own for _, own, _ in modules)
+                               or any(torch_norm for _, _, torch_norm in modules)):
+                return results
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if batch_norm:
-                if not any(own for _, own, _ in modules) or any(torch_norm for _, _, torch_norm in modules):
-                    return results
-                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 result["normalization"] = self._normalization(model, self.images[:256])
-                model.load_state_dict(state)
-                if not all(len(gaps) == 2 and gaps[0] <= 5 * NORMALIZATION_TOLERANCE and
-                           gaps[1] <= NORMALIZATION_TOLERANCE for gaps in result["normalization"]):
-                    return results
+            result["probabilities"] = self._probabilities(model, self.images[:64])
+            model.load_state_dict(state)
+            if result["probabilities"] or not all(
+                    len(gaps) == 2 and gaps[0] <= 5 * NORMALIZATION_TOLERANCE and gaps[1] <= NORMALIZATION_TOLERANCE
+                    for gaps in result["normalization"]):
+                return results
             self._train(model)
             model.eval()
             with torch.no_grad():
@@ -1158,8 +1289,8 @@ def check_cnn_training(make_cnn: Callable, hidden: bool = False) -> None:
     name = _name(make_cnn, "make_cnn")
     images, labels, val_images, val_labels = _digits()
     seed = _seed(hidden, "check_cnn_training", "seed")
-    recipe = (f"{RECIPE['epochs']} epochs of SGD, lr {RECIPE['lr']}, momentum {RECIPE['momentum']}, batch "
-              f"{RECIPE['batch']}")
+    recipe = (f"{RECIPE['epochs']} epochs of SGD, lr {RECIPE['lr']} decaying linearly to 0, momentum "
+              f"{RECIPE['momentum']}, batch {RECIPE['batch']}")
     where = _where(name, f"{name}(False) and {name}(True), trained on the digits ({recipe})",
                    "both reach the accuracy threshold; make_cnn(True) uses your BatchNorm2d", hidden)
     got = _run(make_cnn, CNNTraining(images, labels, val_images, seed), where, hidden)
@@ -1175,6 +1306,10 @@ def check_cnn_training(make_cnn: Callable, hidden: bool = False) -> None:
             raise CheckFailure(f"{where}: in train mode, BatchNorm2d number {k + 1} of {name}(True) does not "
                                f"normalize its input (each channel's output should have mean bias and standard "
                                f"deviation |weight|)")
+    for batch_norm in (True, False):
+        if got.get(str(batch_norm), {}).get("probabilities"):
+            raise CheckFailure(f"{where}: {name}({batch_norm}) returns probabilities (every row in [0, 1], summing "
+                               f"to 1): return logits (F.cross_entropy applies the softmax)")
     accuracies = cnn_accuracies(got, val_labels)
     for batch_norm, accuracy in accuracies.items():
         if not accuracy >= CNN_THRESHOLD:
