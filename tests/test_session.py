@@ -401,14 +401,67 @@ def plain(x):
 """
 
 
-def test_a_check_drives_the_students_class_in_the_worker_with_its_refusals(worker):
+# A second driver for the probe, whose scenario goes through a module-level helper of its checks module, seeds
+# torch (which torch._dynamo, once imported, wraps) and steps an optimizer class of its own (whose step torch wraps
+# when the first instance is made): libraries rebinding their own names are no tampering.
+HELPED = """
+def _twice(x):
+    return 2 * x
+
+
+class _Held(torch.optim.Optimizer):
+    def step(self, closure=None):
+        return None
+
+
+class Doubled:
+    def __init__(self, value):
+        self.value = value
+
+    def __wire__(self):
+        return {"value": self.value}
+
+    def __call__(self, student):
+        torch.manual_seed(0)
+        _Held([torch.zeros(1, requires_grad=True)], {}).step()
+        return _twice(student(self.value))
+"""
+
+
+@pytest.fixture
+def probe():
+    """The probe checks module in this process (the grader's side), with ``Doubled``."""
     import drive_probe
 
+    module = drive_probe.install()
+    if not hasattr(module, "Doubled"):
+        exec(HELPED, vars(module))
+    return module
+
+
+@pytest.fixture
+def probe_worker(tmp_path, probe):
+    """A worker that pins the probe checks module when it starts, as the grader's worker pins the assignment's."""
+    import drive_probe
+
+    from course_utils.grading.session import Worker
+    from course_utils.grading.wire import CHECKS_ENV
+
+    source = tmp_path / "checks_probe.py"
+    source.write_text(drive_probe.SOURCE + HELPED)
+    pinned = Worker(tmp_path, None, {"COURSE_FAST": "1", "MPLBACKEND": "Agg",
+                                     CHECKS_ENV: f"{drive_probe.NAME}={source}"}, Timeouts(cell=60, call=60))
+    pinned.start()
+    yield pinned
+    pinned.stop()
+
+
+def test_a_check_drives_the_students_class_in_the_worker_with_its_refusals(probe_worker, probe):
     from course_utils.checks import ForbiddenReference
     from course_utils.grading.session import StudentFunction
 
-    probe = drive_probe.install()
-    assert worker.execute(drive_probe.CELL + OPTIMIZERS)["ok"]
+    worker = probe_worker
+    assert worker.execute(OPTIMIZERS)["ok"]
     probe.check_sgd(StudentFunction(worker, "Mine"))
     for wrong in ("Subclassed", "by_helper"):
         with pytest.raises(ForbiddenReference, match=r"torch\.optim\.sgd\.SGD\.__init__ \(the check refuses "
@@ -422,14 +475,13 @@ def test_a_check_drives_the_students_class_in_the_worker_with_its_refusals(worke
     assert worker.running
 
 
-def test_a_drive_reports_the_students_errors_and_refuses_what_is_no_driver(worker):
-    import drive_probe
+def test_a_drive_reports_the_students_errors_and_refuses_what_is_no_driver(probe_worker, probe):
     import torch
 
     from course_utils.grading.session import GradingError, StudentFunction
 
-    probe = drive_probe.install()
-    assert worker.execute(drive_probe.CELL + OPTIMIZERS)["ok"]
+    worker = probe_worker
+    assert worker.execute(OPTIMIZERS)["ok"]
     negative = probe.Steps(torch.ones(1), [], -1.0)
     with pytest.raises(ValueError, match="Invalid learning rate: -1.0"):
         StudentFunction(worker, "Mine").drive(negative)
@@ -441,3 +493,96 @@ def test_a_drive_reports_the_students_errors_and_refuses_what_is_no_driver(worke
         StudentFunction(worker, "Mine").drive(probe.NoWire())
     value, ops = StudentFunction(worker, "Mine").drive(probe.scenario())
     assert value["steps"] == 4 and ops > 0 and worker.running
+
+
+# --- a driver runs next to the student's code: patched, it is refused -------------------------------------------------
+PROBE = "import torch\nimport course_utils.checks._drive_probe as _p\n"
+FAKE_RUN = "def _fake(self, student):\n    return {'p': self.start - 0.1 * sum(self.grads), 'steps': len(self.grads)}\n"
+TAMPER = {  # name -> (cell, driver, what the flag names)
+    "call_patched": (FAKE_RUN + "_p.Steps.__call__ = _fake\n", "Steps", "Steps.__call__ was replaced"),
+    "call_code_patched": (FAKE_RUN + "_p.Steps.__call__.__code__ = _fake.__code__\n", "Steps",
+                          "the code or defaults of Steps.__call__ were changed"),
+    "helper_patched": ("_p._twice = lambda x: 3 * x\n", "Doubled", "_drive_probe._twice was replaced"),
+    "helper_code_patched": ("_p._twice.__code__ = (lambda x: 3 * x).__code__\n", "Doubled",
+                            "the code or defaults of course_utils.checks._drive_probe._twice were changed"),
+    "helper_defaults_patched": ("_p._twice.__defaults__ = (3,)\n", "Doubled",
+                                "the code or defaults of course_utils.checks._drive_probe._twice were changed"),
+    "method_wrapped_like_a_library": ("import functools\n_p._Held.step = functools.wraps(_p._Held.step)(lambda self, "
+                                      "closure=None: None)\n", "Doubled", "_Held.step was replaced"),
+    "builtin_hidden_by_a_global": ("_p.len = lambda grads: 4\n", "Steps", "_drive_probe.len was defined"),
+    "torch_attribute_patched": ("_real = torch.nn.Parameter\ntorch.nn.Parameter = lambda t: _real(t)\n", "Steps",
+                                "torch.nn.Parameter was replaced"),
+    "class_replaced": (FAKE_RUN + "class Steps:\n    def __init__(self, start, grads, lr):\n"
+                       "        self.start, self.grads = start, grads\n    __call__ = _fake\n    def __wire__(self):\n"
+                       "        return {}\n_p.Steps = Steps\n", "Steps", "_drive_probe.Steps was replaced"),
+    "subclass_swapped": (FAKE_RUN + "class _Steps(_p.Steps):\n    __call__ = _fake\n_p.Steps = _Steps\n", "Steps",
+                         "_drive_probe.Steps was replaced"),
+    "getattribute_added": ("_p.Steps.__getattribute__ = lambda self, name: object.__getattribute__(self, name)\n",
+                           "Steps", "Steps.__getattribute__ was added"),
+    # during the call: the student's function reaches the driver through the frame that called it
+    "attribute_hides_a_method": ("import sys\ndef Mine(params, lr):\n"
+                                 "    sys._getframe(1).f_locals['self'].__wire__ = None\n"
+                                 "    return torch.optim.Optimizer(params, dict(lr=lr))\n", "Steps",
+                                 "attribute __wire__ hides its method"),
+    "class_changed_during_the_call": ("import sys\nclass _Other(_p.Steps):\n    pass\ndef Mine(params, lr):\n"
+                                      "    sys._getframe(1).f_locals['self'].__class__ = _Other\n"
+                                      "    return torch.optim.Optimizer(params, dict(lr=lr))\n", "Steps",
+                                      "class was changed to _Other"),
+}
+
+
+@pytest.mark.parametrize("name", TAMPER)
+def test_a_driver_patched_by_the_students_code_is_refused_as_tampering(probe_worker, probe, name):
+    """The hostile a3 submission patched CNNTraining.__call__ in a cell to return perfect logits: every way of
+    changing a driver or what it runs is caught through a real worker; the drive is a flagged BadAnswer."""
+    import torch
+
+    from course_utils.grading.protocol import BadAnswer
+    from course_utils.grading.session import StudentFunction
+
+    cell, driver, what = TAMPER[name]
+    assert probe_worker.execute(OPTIMIZERS + PROBE)["ok"]
+    assert probe_worker.execute(cell)["ok"], name
+    scenario = probe.scenario() if driver == "Steps" else probe.Doubled(torch.ones(2))
+    student = "Mine" if driver == "Steps" else "plain"
+    with pytest.raises(BadAnswer, match="tampering suspected") as refused:
+        StudentFunction(probe_worker, student).drive(scenario)
+    assert what in str(refused.value)
+    assert probe_worker.running  # an honest worker said so: it stays in step
+
+
+def test_an_unpatched_driver_runs_after_the_students_own_use_of_the_checks(probe_worker, probe):
+    """What an honest notebook does with the checks module (import it, run a check in its own cell, read its
+    names, replace its entry in sys.modules), and a library rebinding its own names, change nothing a driver runs."""
+    import torch
+
+    from course_utils.grading.session import StudentFunction
+
+    assert probe_worker.execute(OPTIMIZERS + PROBE + "_p.check_sgd(Mine)\nprint(_p.Steps.__call__, _p._twice(2))\n"
+                                "import sys, types\nsys.modules['course_utils.checks._drive_probe'] = "
+                                "types.ModuleType('x')\nimport torch._dynamo\n")["ok"]
+    value, _ = StudentFunction(probe_worker, "Mine").drive(probe.scenario())
+    assert value["steps"] == 4 and torch.allclose(value["p"], probe.scenario()(torch.optim.SGD)["p"])
+    assert torch.equal(StudentFunction(probe_worker, "plain").drive(probe.Doubled(torch.ones(2)))[0],
+                       torch.full((2,), 4.0))
+    probe.check_sgd(StudentFunction(probe_worker, "Mine"))
+
+
+def test_a_driver_the_worker_did_not_pin_is_refused(worker, probe_worker, probe):
+    """A worker started without the probe: the grader refuses to drive it (its own fault, before sending); a
+    class the pinned worker never saw (a checks class defined by a cell, say) is refused by the worker."""
+    import drive_probe
+
+    from course_utils.grading.protocol import BadAnswer
+    from course_utils.grading.session import GradingError, StudentFunction
+    from course_utils.grading.wire import encode
+
+    assert worker.execute(drive_probe.CELL + OPTIMIZERS)["ok"]  # the probe, made by the student's code
+    with pytest.raises(GradingError, match="a module the worker was not started with"):
+        StudentFunction(worker, "Mine").drive(probe.scenario())
+    later = {**encode(probe.scenario()), "class": f"{drive_probe.NAME}:Later"}
+    message = {"op": "drive", "name": "Mine", "driver": later, "refuse": [], "forbid": []}
+    assert probe_worker.execute(OPTIMIZERS)["ok"]
+    with pytest.raises(BadAnswer, match=r"tampering suspected.*no class 'course_utils\.checks\._drive_probe:Later' "
+                                        r"was among the checks' test objects when the worker started"):
+        probe_worker._answer(message, "Mine", "driving")

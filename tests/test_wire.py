@@ -227,3 +227,29 @@ def test_a_test_object_of_any_other_class_is_refused(tag):
         decode({"t": "object", "class": tag, "v": encode({})}, objects=True)
     with pytest.raises(WireError, match="cannot send a value of type _Outside"):
         encode(_Outside())
+
+
+def test_the_worker_rebuilds_test_objects_only_from_the_classes_it_pinned():
+    """``classes`` (the worker's, pinned before any student code): a tag outside it is refused even if it could be
+    imported now, and a pinned tag is rebuilt with the pinned class, not with what its module holds today."""
+    import drive_probe
+
+    probe = drive_probe.install()
+    item = json.loads(json.dumps(encode(probe.scenario())))
+
+    class Pinned(probe.Steps):
+        pass
+
+    assert type(decode(item, objects=True, classes={item["class"]: Pinned})) is Pinned
+    with pytest.raises(WireError, match="unknown test object class"):
+        decode(item, objects=True, classes={})
+
+
+def test_the_checks_modules_a_worker_pins_are_named_in_its_environment():
+    from course_utils.grading.wire import checks_modules
+
+    assert checks_modules("") == {}
+    assert checks_modules("course_utils.checks.a3_optim_batchnorm, course_utils.checks._p=/tmp/p.py") == {
+        "course_utils.checks.a3_optim_batchnorm": None, "course_utils.checks._p": "/tmp/p.py"}
+    with pytest.raises(ValueError, match="'os' is not a module of course_utils.checks"):
+        checks_modules("os")

@@ -47,7 +47,8 @@ from .nbgrader_course import COURSE_ROOT
 from .protocol import (BadAnswer, GradedCell, StudentFault, StudentGone, checks_module, graded_cells,
                        run_test_cell, source_notebook)
 from .results import CellResult, CellRun, NotebookResult, StepKind
-from .wire import MAX_ANSWER_BYTES, Oversized, WireError, clean_text, decode, encode, receive, send
+from .wire import (CHECKS_ENV, MAX_ANSWER_BYTES, Oversized, WireError, checks_modules, clean_text, decode, encode,
+                   receive, send)
 
 __all__ = ["Timeouts", "Worker", "StudentFunction", "NotebookResult", "Step", "grade_notebook", "GradingError",
            "TimedOut", "OverBudget"]
@@ -232,6 +233,10 @@ class Worker:
         if not (isinstance(message["driver"], dict) and message["driver"].get("t") == "object"):
             raise GradingError(f"a check drove {name} with a {type(driver).__name__}: expected a test object of "
                                f"a checks module (a class with __wire__ and __call__(self, student))")
+        if type(driver).__module__ not in checks_modules(self.env.get(CHECKS_ENV, "")):
+            raise GradingError(f"a check drove {name} with a {type(driver).__qualname__} of {type(driver).__module__}, "
+                               f"a module the worker was not started with (its {CHECKS_ENV} names the checks modules "
+                               f"whose drivers it pins before any student code runs)")
         return self._answer(message, name, f"running a check's scenario with {name}")
 
     def _answer(self, message: dict, name: str, doing: str) -> tuple[Any, int]:
@@ -249,6 +254,9 @@ class Worker:
             raise NameError(_text(answer["missing"], 300))
         if isinstance(answer.get("raised"), dict):
             raise _rebuild(answer["raised"])
+        if isinstance(answer.get("tampered"), str):  # the checks' driver, or code it uses, was changed in the worker
+            raise BadAnswer(f"tampering suspected: the checks' code in the worker was changed while {doing} "
+                            f"({_text(answer['tampered'], 300)}); an unmodified notebook never does this")
         raise self._forged(doing, answer)
 
     def stop(self) -> int | None:
@@ -417,7 +425,7 @@ def grade_notebook(path: Path, assignment: str, *, root: Path = COURSE_ROOT,
     scratch = Path(tempfile.mkdtemp(prefix="grade-", dir=scratch_parent))
     try:
         _copy_release_files(root / "assignments" / assignment, scratch)
-        env = {"NBGRADER_EXECUTION": "autograde", "COURSE_FAST": "1", "MPLBACKEND": "Agg"}
+        env = {"NBGRADER_EXECUTION": "autograde", "COURSE_FAST": "1", "MPLBACKEND": "Agg", CHECKS_ENV: module.__name__}
         worker = Worker(scratch, sandbox_factory, env, timeouts, deadline)
         try:
             _run_steps(worker, _plan(submission, release, tests), tests, module, result)

@@ -20,12 +20,13 @@ import importlib
 import json
 import re
 import struct
+from collections.abc import Mapping
 from typing import IO, Any
 
 import numpy as np
 
 __all__ = ["WireError", "Oversized", "encode", "decode", "send", "receive", "clean_text", "checks_class",
-           "MAX_MESSAGE_BYTES", "MAX_ANSWER_BYTES"]
+           "checks_modules", "object_tag", "CHECKS_ENV", "MAX_MESSAGE_BYTES", "MAX_ANSWER_BYTES"]
 
 MAX_MESSAGE_BYTES = 512 * 2**20  # a check's arguments, grader -> worker (the grader's own data)
 # An answer, worker -> grader: a float64 tensor of 3 million values fits (a1's largest check output is
@@ -43,6 +44,9 @@ DATA_CLASSES = {"a2_backprop_init.Objective": ("course_utils.checks.a2_backprop_
 # Any other such class (a3's drivers, say) needs no entry: a top-level class of a module of course_utils.checks
 # that defines ``__wire__`` crosses as "module:Class" (see ``checks_class``).
 CHECKS_MODULE = re.compile(r"course_utils\.checks\.[A-Za-z_][A-Za-z0-9_]*")
+# The worker's environment names the checks modules whose test objects it may be sent ("name" or "name=file.py",
+# comma-separated): it imports and pins them when it starts, before any student code (``worker.Pinned``).
+CHECKS_ENV = "COURSE_CHECKS_MODULES"
 
 
 class WireError(ValueError):
@@ -144,6 +148,28 @@ def _torch():
     return torch
 
 
+def checks_modules(value: str) -> dict[str, str | None]:
+    """The checks modules a :data:`CHECKS_ENV` value names: {module name: file to load it from, or None (import it)}."""
+    modules: dict[str, str | None] = {}
+    for entry in filter(None, (part.strip() for part in value.split(","))):
+        name, _, path = entry.partition("=")
+        if not CHECKS_MODULE.fullmatch(name):
+            raise ValueError(f"{CHECKS_ENV}: {name!r} is not a module of course_utils.checks "
+                             f"(expected course_utils.checks.<name>[=<file.py>], comma-separated)")
+        modules[name] = path or None
+    return modules
+
+
+def object_tag(cls: type) -> str | None:
+    """The tag a test object of class ``cls`` crosses the wire with (None: not a checks' class with ``__wire__``)."""
+    for tag, (module, name) in DATA_CLASSES.items():
+        if cls.__name__ == name and cls.__module__ == module:
+            return tag
+    if CHECKS_MODULE.fullmatch(cls.__module__) and "__wire__" in dir(cls):
+        return f"{cls.__module__}:{cls.__qualname__}"
+    return None
+
+
 def checks_class(tag: str) -> type | None:
     """The class a test object's tag names: a ``DATA_CLASSES`` tag, or ``"course_utils.checks.<module>:<Class>"``
     for a top-level class of that module that defines ``__wire__``; None for anything else."""
@@ -175,11 +201,12 @@ def _decode_array(item: dict) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 
-def decode(item: Any, depth: int = 0, *, objects: bool = False) -> Any:
+def decode(item: Any, depth: int = 0, *, objects: bool = False, classes: Mapping[str, type] | None = None) -> Any:
     """Rebuild a value from :func:`encode`'s description, rejecting anything unexpected.
 
-    ``objects=True`` (the worker reading the grader's requests) also rebuilds the checks' own test objects
-    (``checks_class``); the grader reads the student's answers with the default, plain data only.
+    ``objects=True`` (the worker reading the grader's requests) also rebuilds the checks' own test objects:
+    from ``classes`` (tag -> class: the worker's, pinned before any student code ran) or, without it, from the
+    class ``checks_class`` imports now. The grader reads the student's answers with the default, plain data only.
     """
     if depth > MAX_DEPTH:
         raise WireError(f"value nested deeper than {MAX_DEPTH} levels")
@@ -198,10 +225,10 @@ def decode(item: Any, depth: int = 0, *, objects: bool = False) -> Any:
         if kind == "bytes":
             return base64.b64decode(item["data"], validate=True)
         if kind in ("list", "tuple"):
-            items = [decode(x, depth + 1, objects=objects) for x in item["v"]]
+            items = [decode(x, depth + 1, objects=objects, classes=classes) for x in item["v"]]
             return items if kind == "list" else tuple(items)
         if kind == "dict":
-            return {decode(k, depth + 1): decode(v, depth + 1, objects=objects) for k, v in item["v"]}
+            return {decode(k, depth + 1): decode(v, depth + 1, objects=objects, classes=classes) for k, v in item["v"]}
         if kind == "ndarray":
             return _decode_array(item)
         if kind == "npscalar":
@@ -222,7 +249,8 @@ def decode(item: Any, depth: int = 0, *, objects: bool = False) -> Any:
         if kind == "object":
             if not objects:
                 raise WireError("a test object where only plain data may come")
-            cls = checks_class(str(item["class"]))
+            tag = str(item["class"])
+            cls = checks_class(tag) if classes is None else classes.get(tag)
             if cls is None:
                 raise WireError(f"unknown test object class {str(item['class'])[:100]!r}")
             data = decode(item["v"], depth + 1)
