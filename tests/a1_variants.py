@@ -13,13 +13,13 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import nbformat
 import torch
 import torch.nn.functional as F
 from torch.nn.functional import conv2d as conv2d_by_name  # captured before any check runs
 from torch.nn.functional import conv_transpose2d as conv_transpose2d_by_name
 
-from course_utils.grading.protocol import CellResult, checks_module, graded_cells, run_test_cell, source_notebook
+import variants_harness as vh
+from course_utils.grading.protocol import CellResult, graded_cells, source_notebook
 from course_utils.grading.protocol import solution_namespace as load_solution
 
 ASSIGNMENT = "a1_convolutions"
@@ -34,21 +34,10 @@ CALLERS = {"conv_matrix": {"conv_transpose2d_via_matrix"},
            "conv_transpose_output_size": {"conv_transpose2d_via_matrix"}}
 
 
-@functools.lru_cache(maxsize=1)
-def _solution_code() -> tuple:
-    """The solution notebook's code cells that define its functions, compiled once (what load_solution runs)."""
-    notebook = nbformat.read(source_notebook(ASSIGNMENT), as_version=4)
-    return tuple(compile(cell.source, f"<{ASSIGNMENT}:{cell.metadata['nbgrader']['grade_id']}>", "exec")
-                 for cell in notebook.cells if cell.cell_type == "code"
-                 and cell.metadata.get("nbgrader", {}).get("grade_id") and not cell.metadata["nbgrader"].get("grade"))
-
-
 def solution_namespace() -> dict:
     """The solution's functions (its locked and answer cells, run in a fresh namespace)."""
     namespace: dict[str, Any] = {"__name__": f"solution_{ASSIGNMENT}"}
-    for code in _solution_code():
-        exec(code, namespace)
-    return namespace
+    return vh.exec_solution(ASSIGNMENT, source_notebook(ASSIGNMENT), namespace)
 
 
 SOLUTION = solution_namespace()
@@ -57,9 +46,7 @@ assert set(SOLUTION) >= set(load_solution(ASSIGNMENT)) - {"__builtins__"}
 
 def cells_using(names: Iterable[str]) -> list:
     """The graded cells whose checks call one of ``names`` or a function that calls one."""
-    names = set(names)
-    names |= set().union(*(CALLERS.get(n, set()) for n in names))
-    return [cell for cell in CELLS if names & {f for call in cell.calls for f in call.functions}]
+    return vh.cells_using(CELLS, CALLERS, names)
 
 
 def run_cells(replacements: dict[str, Callable], hidden: bool = True, only_hidden: bool = False,
@@ -71,18 +58,13 @@ def run_cells(replacements: dict[str, Callable], hidden: bool = True, only_hidde
     """
     namespace = solution_namespace()
     namespace.update(replacements)
-    module = checks_module(ASSIGNMENT)
-    results = {}
-    for cell in cells if cells is not None else cells_using(replacements):
-        if only_hidden:
-            cell = type(cell)(cell.grade_id, cell.points, tuple(c for c in cell.calls if c.hidden), cell.index)
-        results[cell.grade_id] = run_test_cell(cell, module, namespace.__getitem__, hidden)
-    return results
+    return vh.run_cells_in(ASSIGNMENT, namespace, cells if cells is not None else cells_using(replacements), hidden,
+                           only_hidden)
 
 
 def failing_cells(**replacements: Callable) -> set[str]:
     """Graded cells that fail (visible and hidden checks) when the notebook's functions are replaced."""
-    return {g for g, result in run_cells(replacements).items() if not result.passed}
+    return vh.failed(run_cells(replacements))
 
 
 # --- correct, written differently ----------------------------------------------------------------------
@@ -712,28 +694,10 @@ def reference_for(name: str) -> Callable[..., Any]:
 
 def caught(replacements: dict[str, Callable], must_fail: set[str]) -> bool:
     """Whether the hidden checks alone (under the current secret) fail every cell in ``must_fail``."""
-    cells = [cell for cell in CELLS if cell.grade_id in must_fail]
-    results = run_cells(replacements, only_hidden=True, cells=cells)
-    return all(not result.passed for result in results.values())
+    return vh.caught(run_cells, CELLS, replacements, must_fail)
 
 
 def catch_rates(secrets: Iterable[str], names: Iterable[str] | None = None) -> dict[str, float]:
     """Per kept wrong variant, the share of ``secrets`` whose hidden checks catch it (COURSE_GRADING_SEED is set
     to each secret in turn and restored afterwards)."""
-    import os
-
-    secrets = list(secrets)
-    names = list(names if names is not None else WRONG)
-    hits = dict.fromkeys(names, 0)
-    saved = os.environ.get("COURSE_GRADING_SEED")
-    try:
-        for secret in secrets:
-            os.environ["COURSE_GRADING_SEED"] = secret
-            for name in names:
-                hits[name] += caught(*WRONG[name])
-    finally:
-        if saved is None:
-            os.environ.pop("COURSE_GRADING_SEED", None)
-        else:
-            os.environ["COURSE_GRADING_SEED"] = saved
-    return {name: hits[name] / len(secrets) for name in names}
+    return vh.catch_rates(caught, WRONG, secrets, names)

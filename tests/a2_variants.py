@@ -12,23 +12,19 @@ notebook's own cache may differ), so that it fails for its bug and not for a cac
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
 import math
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import nbformat
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 from torch.nn.functional import cross_entropy as cross_entropy_by_name  # captured before any check runs
 
-from course_utils.grading.protocol import (CellResult, GradedCell, checks_module, graded_cells, parse_test_cell,
-                                           run_test_cell, source_notebook)
+import variants_harness as vh
+from course_utils.grading.protocol import CellResult, graded_cells
 
 ASSIGNMENT = "a2_backprop_init"
 # the contract's test cells: grade_id -> (check, functions, points)
@@ -52,21 +48,8 @@ CONTRACT_CELLS = {
 }
 
 
-def _contract_cells() -> list[GradedCell]:
-    cells = []
-    for index, (grade_id, (check, functions, points)) in enumerate(CONTRACT_CELLS.items()):
-        call = f"checks.{check}({', '.join(functions)}"
-        source = f"{call})\n### BEGIN HIDDEN TESTS\n{call}, hidden=True)\n### END HIDDEN TESTS\n"
-        cells.append(GradedCell(grade_id, float(points), tuple(parse_test_cell(source, grade_id)), index))
-    return cells
-
-
-try:
-    NOTEBOOK = source_notebook(ASSIGNMENT)
-    NOTEBOOK = NOTEBOOK if NOTEBOOK.exists() else None
-except (ValueError, FileNotFoundError):
-    NOTEBOOK = None
-CELLS = graded_cells(NOTEBOOK) if NOTEBOOK is not None else _contract_cells()
+NOTEBOOK = vh.solution_notebook_or_none(ASSIGNMENT)
+CELLS = graded_cells(NOTEBOOK) if NOTEBOOK is not None else vh.contract_cells(CONTRACT_CELLS)
 ALL_CELLS = {cell.grade_id for cell in CELLS}
 # which notebook functions call which (a replaced function changes the cells of its callers too)
 CALLERS = {name: {"two_layer_loss"} for name in ("linear_forward", "linear_backward", "relu_forward",
@@ -243,36 +226,19 @@ REFERENCE = {name: globals()[name] for name in (
     "train_two_layer", "lecun_normal", "glorot_uniform", "glorot_normal", "kaiming_normal", "kaiming_uniform")}
 
 
-def _rebound(fn: Callable, namespace: dict) -> Callable:
-    """``fn`` looking its global names up in ``namespace`` (as a notebook cell's function does)."""
-    return types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
-@functools.lru_cache(maxsize=1)
-def _solution_code() -> tuple:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    return tuple(compile(cell.source, f"<{ASSIGNMENT}:{cell.metadata['nbgrader']['grade_id']}>", "exec")
-                 for cell in notebook.cells if cell.cell_type == "code"
-                 and cell.metadata.get("nbgrader", {}).get("grade_id") and not cell.metadata["nbgrader"].get("grade"))
-
-
 def solution_namespace() -> dict:
     """The solution's functions in a fresh namespace: the notebook's cells, or the reference answers above."""
     namespace: dict[str, Any] = {**globals(), "__name__": f"solution_{ASSIGNMENT}"}  # (the variants' helpers)
     if NOTEBOOK is not None:
-        with contextlib.redirect_stdout(io.StringIO()):  # (the data cell prints its sizes)
-            for code in _solution_code():
-                exec(code, namespace)
+        vh.exec_solution(ASSIGNMENT, NOTEBOOK, namespace, quiet_stdout=True)  # (the data cell prints its sizes)
     else:
-        namespace.update({name: _rebound(fn, namespace) for name, fn in REFERENCE.items()})
+        namespace.update({name: vh.rebound(fn, namespace) for name, fn in REFERENCE.items()})
     return namespace
 
 
 def cells_using(names: Iterable[str]) -> list:
     """The graded cells whose checks call one of ``names`` or a function that calls one."""
-    names = set(names)
-    names |= set().union(*(CALLERS.get(n, set()) for n in names))
-    return [cell for cell in CELLS if names & {f for call in cell.calls for f in call.functions}]
+    return vh.cells_using(CELLS, CALLERS, names)
 
 
 def run_cells(replacements: dict[str, Callable], hidden: bool = True, only_hidden: bool = False,
@@ -280,20 +246,15 @@ def run_cells(replacements: dict[str, Callable], hidden: bool = True, only_hidde
     """The graded cells that use the replaced functions, run on the solution with the replacements
     (each rebound to the solution's namespace, as a student's redefinition in the notebook would be)."""
     namespace = solution_namespace()
-    namespace.update({name: _rebound(fn, namespace) if isinstance(fn, types.FunctionType) else fn
+    namespace.update({name: vh.rebound(fn, namespace) if isinstance(fn, types.FunctionType) else fn
                       for name, fn in replacements.items()})
-    module = checks_module(ASSIGNMENT)
-    results = {}
-    for cell in cells if cells is not None else cells_using(replacements):
-        if only_hidden:
-            cell = type(cell)(cell.grade_id, cell.points, tuple(c for c in cell.calls if c.hidden), cell.index)
-        results[cell.grade_id] = run_test_cell(cell, module, namespace.__getitem__, hidden)
-    return results
+    return vh.run_cells_in(ASSIGNMENT, namespace, cells if cells is not None else cells_using(replacements), hidden,
+                           only_hidden)
 
 
 def failing_cells(**replacements: Callable) -> set[str]:
     """Graded cells that fail (visible and hidden checks) when the notebook's functions are replaced."""
-    return {g for g, result in run_cells(replacements).items() if not result.passed}
+    return vh.failed(run_cells(replacements))
 
 
 # --- correct, written differently ----------------------------------------------------------------------
@@ -875,28 +836,10 @@ def conv2d_backward(dout, cache):
 
 def caught(replacements: dict[str, Callable], must_fail: set[str]) -> bool:
     """Whether the hidden checks alone (under the current secret) fail every cell in ``must_fail``."""
-    cells = [cell for cell in CELLS if cell.grade_id in must_fail]
-    results = run_cells(replacements, only_hidden=True, cells=cells)
-    return all(not result.passed for result in results.values())
+    return vh.caught(run_cells, CELLS, replacements, must_fail)
 
 
 def catch_rates(secrets: Iterable[str], names: Iterable[str] | None = None) -> dict[str, float]:
     """Per kept wrong variant, the share of ``secrets`` whose hidden checks catch it (COURSE_GRADING_SEED is set
     to each secret in turn and restored afterwards)."""
-    import os
-
-    secrets = list(secrets)
-    names = list(names if names is not None else WRONG)
-    hits = dict.fromkeys(names, 0)
-    saved = os.environ.get("COURSE_GRADING_SEED")
-    try:
-        for secret in secrets:
-            os.environ["COURSE_GRADING_SEED"] = secret
-            for name in names:
-                hits[name] += caught(*WRONG[name])
-    finally:
-        if saved is None:
-            os.environ.pop("COURSE_GRADING_SEED", None)
-        else:
-            os.environ["COURSE_GRADING_SEED"] = saved
-    return {name: hits[name] / len(secrets) for name in names}
+    return vh.catch_rates(caught, WRONG, secrets, names)

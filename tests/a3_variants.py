@@ -11,15 +11,11 @@ cells' points, told that the reference is not available).
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
 import math
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import nbformat
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,8 +23,8 @@ from torch.nn.functional import batch_norm as batch_norm_by_name  # captured bef
 from torch.optim import Adam as TorchAdam  # captured before any check runs
 from torch.optim.lr_scheduler import StepLR as TorchStepLR
 
-from course_utils.grading.protocol import (CellResult, GradedCell, checks_module, graded_cells, parse_test_cell,
-                                           run_test_cell, source_notebook)
+import variants_harness as vh
+from course_utils.grading.protocol import CellResult, graded_cells
 
 ASSIGNMENT = "a3_optim_batchnorm"
 # the contract's test cells: grade_id -> (check, functions, points)
@@ -45,22 +41,8 @@ CONTRACT_CELLS = {
     "test_cnn_training": ("check_cnn_training", ("make_cnn",), 10),
 }
 
-
-def _contract_cells() -> list[GradedCell]:
-    cells = []
-    for index, (grade_id, (check, functions, points)) in enumerate(CONTRACT_CELLS.items()):
-        call = f"checks.{check}({', '.join(functions)}"
-        source = f"{call})\n### BEGIN HIDDEN TESTS\n{call}, hidden=True)\n### END HIDDEN TESTS\n"
-        cells.append(GradedCell(grade_id, float(points), tuple(parse_test_cell(source, grade_id)), index))
-    return cells
-
-
-try:
-    NOTEBOOK = source_notebook(ASSIGNMENT)
-    NOTEBOOK = NOTEBOOK if NOTEBOOK.exists() else None
-except (ValueError, FileNotFoundError):
-    NOTEBOOK = None
-CELLS = graded_cells(NOTEBOOK) if NOTEBOOK is not None else _contract_cells()
+NOTEBOOK = vh.solution_notebook_or_none(ASSIGNMENT)
+CELLS = graded_cells(NOTEBOOK) if NOTEBOOK is not None else vh.contract_cells(CONTRACT_CELLS)
 ALL_CELLS = {cell.grade_id for cell in CELLS}
 # which notebook names use which (a replaced class changes the cells of its users too)
 CALLERS = {"batchnorm_forward": {"BatchNorm2d", "make_cnn"}, "BatchNorm2d": {"make_cnn"}}
@@ -285,61 +267,31 @@ REFERENCE = {name: globals()[name] for name in (
     "dropout", "make_cnn")}
 
 
-def _rebound(fn: Callable, namespace: dict) -> Callable:
-    """``fn`` looking its global names up in ``namespace`` (as a notebook cell's function does)."""
-    return types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
-
-
-@functools.lru_cache(maxsize=1)
-def _solution_code() -> tuple:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    return tuple(compile(cell.source, f"<{ASSIGNMENT}:{cell.metadata['nbgrader']['grade_id']}>", "exec")
-                 for cell in notebook.cells if cell.cell_type == "code"
-                 and cell.metadata.get("nbgrader", {}).get("grade_id") and not cell.metadata["nbgrader"].get("grade"))
-
-
-def _quiet_exec(code: Any, namespace: dict) -> None:
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        exec(code, namespace)
-
-
 def solution_namespace() -> dict:
     """The solution's classes and functions in a fresh namespace: the notebook's cells (its training and plotting
     cells skipped: they are not graded) or the reference answers above."""
     namespace: dict[str, Any] = {**globals(), "__name__": f"solution_{ASSIGNMENT}"}  # (the variants' helpers)
     if NOTEBOOK is not None:
-        import os
-
-        saved = os.environ.get("COURSE_FAST")
-        os.environ["COURSE_FAST"] = "1"
-        try:
-            for code in _solution_code():
-                _quiet_exec(code, namespace)
-        finally:
-            if saved is None:
-                os.environ.pop("COURSE_FAST", None)
-            else:
-                os.environ["COURSE_FAST"] = saved
+        with vh.environment("COURSE_FAST", "1"):
+            vh.exec_solution(ASSIGNMENT, NOTEBOOK, namespace, quiet_stdout=True, quiet_stderr=True)
     else:
-        namespace.update({name: _rebound(fn, namespace) if isinstance(fn, types.FunctionType) else fn
+        namespace.update({name: vh.rebound(fn, namespace) if isinstance(fn, types.FunctionType) else fn
                           for name, fn in REFERENCE.items()})
         module = REFERENCE["BatchNorm2d"]  # its forward looks batchnorm_forward up in the namespace, as a cell's
-        namespace["BatchNorm2d"] = type("BatchNorm2d", (module,), {"forward": _rebound(module.forward, namespace)})
+        namespace["BatchNorm2d"] = type("BatchNorm2d", (module,), {"forward": vh.rebound(module.forward, namespace)})
     return namespace
 
 
 def cells_using(names: Iterable[str]) -> list:
     """The graded cells whose checks use one of ``names`` or something that uses one."""
-    names = set(names)
-    names |= set().union(*(CALLERS.get(n, set()) for n in names))
-    return [cell for cell in CELLS if names & {f for call in cell.calls for f in call.functions}]
+    return vh.cells_using(CELLS, CALLERS, names)
 
 
 def _bind(name: str, value: Any, namespace: dict) -> Any:
     """A function rebound to the namespace; a class of this file under the notebook's name (a student's
     BatchNorm2d is called BatchNorm2d, whatever the variant is called here)."""
     if isinstance(value, types.FunctionType):
-        return _rebound(value, namespace)
+        return vh.rebound(value, namespace)
     if isinstance(value, type) and value.__module__ == __name__ and value.__name__ != name:
         return type(name, (value,), {"__module__": value.__module__})
     return value
@@ -351,20 +303,14 @@ def run_cells(replacements: dict[str, Any], hidden: bool = True, only_hidden: bo
     rebound to the solution's namespace, as a student's redefinition in the notebook would be)."""
     namespace = solution_namespace()
     namespace.update({name: _bind(name, value, namespace) for name, value in replacements.items()})
-    module = checks_module(ASSIGNMENT)
-    results = {}
-    for cell in cells if cells is not None else cells_using(replacements):
-        if skip_cnn and cell.grade_id == CNN:
-            continue
-        if only_hidden:
-            cell = type(cell)(cell.grade_id, cell.points, tuple(c for c in cell.calls if c.hidden), cell.index)
-        results[cell.grade_id] = run_test_cell(cell, module, namespace.__getitem__, hidden)
-    return results
+    cells = cells if cells is not None else cells_using(replacements)
+    return vh.run_cells_in(ASSIGNMENT, namespace, [c for c in cells if not (skip_cnn and c.grade_id == CNN)], hidden,
+                           only_hidden)
 
 
 def failing_cells(replacements: dict[str, Any], skip_cnn: bool = False, **options: Any) -> set[str]:
     """Graded cells that fail (visible and hidden checks) when the notebook's names are replaced."""
-    return {g for g, result in run_cells(replacements, skip_cnn=skip_cnn, **options).items() if not result.passed}
+    return vh.failed(run_cells(replacements, skip_cnn=skip_cnn, **options))
 
 
 # --- correct, written differently ----------------------------------------------------------------------
@@ -1127,30 +1073,12 @@ NEEDS_DRIVE = {"adam_imported_by_name", "adam_aliased", "adam_captured_before_th
 
 def caught(replacements: dict[str, Any], must_fail: set[str]) -> bool:
     """Whether the hidden checks alone (under the current secret) fail every cell in ``must_fail``."""
-    cells = [cell for cell in CELLS if cell.grade_id in must_fail]
-    results = run_cells(replacements, only_hidden=True, cells=cells)
-    return all(not result.passed for result in results.values())
+    return vh.caught(run_cells, CELLS, replacements, must_fail)
 
 
 def catch_rates(secrets: Iterable[str], names: Iterable[str] | None = None) -> dict[str, float]:
     """Per kept wrong variant, the share of ``secrets`` whose hidden checks catch it."""
-    import os
-
-    secrets = list(secrets)
-    names = list(names if names is not None else WRONG)
-    hits = dict.fromkeys(names, 0)
-    saved = os.environ.get("COURSE_GRADING_SEED")
-    try:
-        for secret in secrets:
-            os.environ["COURSE_GRADING_SEED"] = secret
-            for name in names:
-                hits[name] += caught(*WRONG[name])
-    finally:
-        if saved is None:
-            os.environ.pop("COURSE_GRADING_SEED", None)
-        else:
-            os.environ["COURSE_GRADING_SEED"] = saved
-    return {name: hits[name] / len(secrets) for name in names}
+    return vh.catch_rates(caught, WRONG, secrets, names)
 
 
 def math_isfinite(x: float) -> bool:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import a1_variants as v
+import variants_harness as vh
 from course_utils.checks import a1_convolutions as checks
 from course_utils.checks.a0_warmup import reference_output_size
 from course_utils.grading.protocol import run_checks
@@ -22,16 +23,14 @@ from course_utils.grading.protocol import run_checks
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny float64 references on a loaded 2-core machine: one thread is 100x faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with vh.one_torch_thread():
+        yield
 
 
 def test_the_solution_gets_every_point():
     results = run_checks("a1_convolutions", v.solution_namespace())
     assert set(results) == v.ALL_CELLS
-    assert {g for g, r in results.items() if not r.passed} == set()
+    assert vh.failed(results) == set()
 
 
 @pytest.mark.parametrize("name", v.CORRECT)
@@ -50,7 +49,7 @@ def test_the_visible_checks_alone_catch_each_wrong_variant(name):
     """Each rule is exercised by a visible case: `make check` shows the bug before the grader does."""
     replacements, must_fail = v.WRONG[name]
     results = v.run_cells(replacements, hidden=False)
-    assert {g for g, r in results.items() if not r.passed} == must_fail
+    assert vh.failed(results) == must_fail
 
 
 @pytest.mark.parametrize("secret", ["", "term-2026-spring", "0" * 32, "5a0c1e1bd57c03a96f8d1f7b9cb0a1f3",
@@ -63,7 +62,7 @@ def test_the_hidden_checks_alone_catch_every_wrong_variant_for_each_secret(monke
 
 
 def test_every_autograded_cell_fails_for_some_kept_wrong_variant():
-    failing = set().union(*(must_fail for _, must_fail in v.WRONG.values()))
+    failing = vh.cells_failed_by(v.WRONG)
     assert failing == v.ALL_CELLS, v.ALL_CELLS - failing
 
 
@@ -72,7 +71,7 @@ def test_every_autograded_cell_fails_for_some_kept_wrong_variant():
 def test_each_back_door_is_refused_and_loses_exactly_its_cells(name):
     replacements, must_fail = v.BACK_DOORS[name]
     results = v.run_cells(replacements)
-    assert {g for g, r in results.items() if not r.passed} == must_fail
+    assert vh.failed(results) == must_fail
     for grade_id in must_fail:
         assert "cannot be used in this answer" in results[grade_id].failure, results[grade_id].failure
 
@@ -99,7 +98,7 @@ def test_the_back_doors_really_compute_the_right_answer(name):
 # --- vectorization by operation counts -----------------------------------------------------------------
 def test_a_loop_over_positions_fails_only_the_vectorization_cell_and_says_which_size_grew():
     results = v.run_cells({"conv2d_vectorized": v.loops_over_positions})
-    assert {g for g, r in results.items() if not r.passed} == {"test_conv2d_vectorized_fast"}
+    assert vh.failed(results) == {"test_conv2d_vectorized_fast"}
     message = results["test_conv2d_vectorized_fast"].failure
     assert "is not vectorized" in message and "with a larger output H' x W'" in message, message
     message = v.run_cells({"conv2d_vectorized": v.loop_over_images})["test_conv2d_vectorized_fast"].failure
@@ -179,14 +178,12 @@ def _visible_and_hidden_rules():
              "check_conv_transpose2d": (checks.TRANSPOSE_BASIC, checks.HIDDEN_TRANSPOSE_BASIC),
              "check_conv_transpose2d_options": (checks.TRANSPOSE_OPTIONS, checks.HIDDEN_TRANSPOSE_OPTIONS),
              "check_max_pool2d": (checks.POOL_CASES, checks.HIDDEN_POOL_CASES)}
-    assert set(pairs) == set(checks.hidden_rules())
-    return pairs
+    return vh.rule_pairs(checks, pairs)
 
 
 @pytest.mark.parametrize("check_name", sorted(checks.hidden_rules()))
 def test_hidden_cases_test_no_rule_that_the_visible_ones_skip(check_name):
-    visible, hidden = _visible_and_hidden_rules()[check_name]
-    assert {rule for rule, _ in hidden} <= {rule for rule, _ in visible}
+    assert vh.rules_only_hidden(*_visible_and_hidden_rules()[check_name]) == set()
 
 
 def test_size_cases_agree_with_pytorch_on_what_has_an_output():

@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 import a2_variants as v
+import variants_harness as vh
 from course_utils.checks import a2_backprop_init as checks
 from course_utils.grading.protocol import run_checks
 from course_utils.grading.static_scan import suspicious_code
@@ -22,10 +22,8 @@ from course_utils.grading.static_scan import suspicious_code
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny float64 references on a loaded 2-core machine: one thread is much faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with vh.one_torch_thread():
+        yield
 
 
 def test_the_solution_gets_every_point():
@@ -60,7 +58,7 @@ def test_the_visible_checks_alone_catch_each_wrong_variant(name):
     """Each rule is exercised by a visible case: `make check` shows the bug before the grader does."""
     replacements, must_fail = v.WRONG[name]
     results = v.run_cells(replacements, hidden=False)
-    assert {g for g, r in results.items() if not r.passed} == must_fail
+    assert vh.failed(results) == must_fail
 
 
 @pytest.mark.parametrize("secret", ["", "term-2026-spring", "5a0c1e1bd57c03a96f8d1f7b9cb0a1f3"])
@@ -72,7 +70,7 @@ def test_the_hidden_checks_alone_catch_every_wrong_variant_for_each_secret(monke
 
 
 def test_every_autograded_cell_fails_for_some_kept_wrong_variant():
-    failing = set().union(*(must_fail for _, must_fail in v.WRONG.values()))
+    failing = vh.cells_failed_by(v.WRONG)
     assert failing == v.ALL_CELLS, v.ALL_CELLS - failing
 
 
@@ -89,7 +87,7 @@ def test_wrong_variants_fail_for_their_bug_not_a_crash():
 def test_each_back_door_is_refused_and_loses_exactly_its_cells(name):
     replacements, must_fail = v.BACK_DOORS[name]
     results = v.run_cells(replacements)
-    assert {g for g, r in results.items() if not r.passed} == must_fail
+    assert vh.failed(results) == must_fail
     for grade_id in must_fail:
         assert "Write it with NumPy" in results[grade_id].failure, results[grade_id].failure
 
@@ -178,14 +176,12 @@ def _visible_and_hidden_rules():
              "check_numerical_gradient": (checks.NUMERICAL_CASES, checks.HIDDEN_NUMERICAL_CASES),
              "check_relative_error": (checks.RELATIVE_CASES, checks.HIDDEN_RELATIVE_CASES),
              "check_two_layer_loss": (checks.TWO_LAYER_CASES, checks.HIDDEN_TWO_LAYER_CASES)}
-    assert set(pairs) == set(checks.hidden_rules())
-    return pairs
+    return vh.rule_pairs(checks, pairs)
 
 
 @pytest.mark.parametrize("check_name", sorted(checks.hidden_rules()))
 def test_hidden_cases_test_no_rule_that_the_visible_ones_skip(check_name):
-    visible, hidden = _visible_and_hidden_rules()[check_name]
-    assert {rule for rule, _ in hidden} <= {rule for rule, _ in visible}
+    assert vh.rules_only_hidden(*_visible_and_hidden_rules()[check_name]) == set()
 
 
 def test_the_edge_cases_the_task_states_are_visible():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import a3_variants as v
+import variants_harness as vh
 from course_utils.checks import a3_optim_batchnorm as checks
 from course_utils.grading import wire
 from course_utils.grading.protocol import run_checks
@@ -24,10 +25,8 @@ CNN = v.CNN
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny tensors on a loaded 2-core machine: one thread is much faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with vh.one_torch_thread():
+        yield
 
 
 def _without_cnn(cells):
@@ -69,7 +68,7 @@ def test_the_visible_checks_alone_catch_each_wrong_variant(name):
     replacements, must_fail = v.WRONG[name]
     skip_cnn = name not in v.CNN_FAILS_EARLY
     results = v.run_cells(replacements, hidden=False, skip_cnn=skip_cnn)
-    assert {g for g, r in results.items() if not r.passed} == (_without_cnn(must_fail) if skip_cnn else must_fail)
+    assert vh.failed(results) == (_without_cnn(must_fail) if skip_cnn else must_fail)
 
 
 @pytest.mark.parametrize("secret", ["", "term-2026-spring", "5a0c1e1bd57c03a96f8d1f7b9cb0a1f3"])
@@ -81,7 +80,7 @@ def test_the_hidden_checks_alone_catch_every_wrong_variant_for_each_secret(monke
 
 
 def test_every_autograded_cell_fails_for_some_kept_wrong_variant():
-    failing = set().union(*(must_fail for _, must_fail in v.WRONG.values()))
+    failing = vh.cells_failed_by(v.WRONG)
     assert failing == v.ALL_CELLS, v.ALL_CELLS - failing
 
 
@@ -99,7 +98,7 @@ def test_wrong_variants_fail_for_their_bug_not_a_crash():
 def test_each_back_door_is_refused_and_loses_exactly_its_cells(name):
     replacements, must_fail = v.BACK_DOORS[name]
     results = v.run_cells(replacements, skip_cnn=True)
-    assert {g for g, r in results.items() if not r.passed} == _without_cnn(must_fail)
+    assert vh.failed(results) == _without_cnn(must_fail)
     for grade_id in _without_cnn(must_fail):
         failure = results[grade_id].failure
         assert "ForbiddenReference" in failure and "cannot be used in this answer" in failure, failure
@@ -237,14 +236,12 @@ def _visible_and_hidden_rules():
               "check_batchnorm_backward": (checks.BN_BACKWARD_CASES, checks.HIDDEN_BN_BACKWARD_CASES),
               "check_batchnorm_module": (checks.BN_MODULE_CASES, checks.HIDDEN_BN_MODULE_CASES),
               "check_dropout": (checks.DROPOUT_CASES, checks.HIDDEN_DROPOUT_CASES)}
-    assert set(pairs) == set(checks.hidden_rules())
-    return pairs
+    return vh.rule_pairs(checks, pairs)
 
 
 @pytest.mark.parametrize("check_name", sorted(checks.hidden_rules()))
 def test_hidden_cases_test_no_rule_that_the_visible_ones_skip(check_name):
-    visible, hidden = _visible_and_hidden_rules()[check_name]
-    assert {rule for rule, _ in hidden} <= {rule for rule, _ in visible}
+    assert vh.rules_only_hidden(*_visible_and_hidden_rules()[check_name]) == set()
 
 
 def test_the_rules_the_contract_states_are_visible():

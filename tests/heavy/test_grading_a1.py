@@ -4,17 +4,9 @@ Each student starts from the full solution and changes one thing; the table says
 must cost and which flag it must raise. (a0's larger hostile class is in test_grading_pipeline.py.)
 """
 
-import csv
-import os
-import secrets
-import shutil
-import subprocess
-import sys
-
-import nbformat
 import pytest
 
-from course_utils.grading import COURSE_ROOT
+import variants_harness as vh
 from course_utils.grading.protocol import graded_cells, source_notebook
 
 pytestmark = pytest.mark.heavy
@@ -101,54 +93,19 @@ CLASS = {
 }
 
 
-def make_notebook(replaced: dict, extra: tuple | None, path) -> None:
-    """The release with every answer cell taken from the solution, then the student's changes."""
-    solution = {c.metadata["nbgrader"]["grade_id"]: c.source
-                for c in nbformat.read(source_notebook(ASSIGNMENT), as_version=4).cells
-                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
-    nb = nbformat.read(COURSE_ROOT / "assignments" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    cells = []
-    for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in solution:
-            cell.source = replaced.get(grade_id, solution[grade_id])
-        cells.append(cell)
-        if extra and grade_id == extra[0]:
-            cells.append(nbformat.v4.new_code_cell(extra[1]))
-    nb.cells = cells
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("a1course")
-    for name in ("nbgrader_config.py", "solutions", "assignments"):
-        (shutil.copytree if (COURSE_ROOT / name).is_dir() else shutil.copy)(COURSE_ROOT / name, root / name)
-    for student, (replaced, extra, _, _) in CLASS.items():
-        make_notebook(replaced, extra, root / "subs" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
-    done = subprocess.run([sys.executable, "-m", "course_utils.grading", ASSIGNMENT, "subs", "--root", str(root),
-                           "--jobs", "2", "--cell-timeout", "120", "--call-timeout", "20"],
-                          cwd=root, capture_output=True, text=True, timeout=1500,
-                          env={**os.environ, "COURSE_GRADING_SEED": secrets.token_hex(16)})  # official: 128 bits
-    rows = {r["student"]: r for r in csv.DictReader(open(root / f"grades-{ASSIGNMENT}.csv", encoding="utf-8"))}
-    return done, rows
+    vh.write_course(root, ASSIGNMENT, CLASS)
+    return vh.grade(root, ASSIGNMENT, cell_timeout=120, call_timeout=20, timeout=1500)
 
 
 def test_the_class_is_graded_with_the_sandbox_on(graded):
-    done, rows = graded
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "protections OFF" not in done.stdout
-    assert set(rows) == set(CLASS)
+    assert vh.class_graded_problems(*graded, CLASS) == []
 
 
 @pytest.mark.parametrize("student", CLASS)
 def test_each_submission_loses_exactly_its_points(graded, student):
     _, rows = graded
     _, _, must_fail, flag = CLASS[student]
-    row = rows[student]
-    failed = {g for g in POINTS if float(row[g]) == 0}
-    assert failed == must_fail, row["flags"]
-    assert float(row["autograded"]) == sum(POINTS.values()) - sum(POINTS[g] for g in must_fail)
-    if flag:
-        assert flag in row["flags"], row["flags"]
+    assert vh.points_problems(rows[student], POINTS, must_fail, flag) == []

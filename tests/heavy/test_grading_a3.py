@@ -4,22 +4,17 @@ Each student starts from the full solution and changes one thing; the table says
 cost and which flag it must raise (the pattern of test_grading_a2.py). The class includes PyTorch's own references
 reached every way a student might (imported by name, captured before the check, subclassed with super().step(),
 an nn.BatchNorm2d inside the module, F.layer_norm on a permuted tensor, torch.bernoulli) and a submission that
-patches the checks' CNN driver in its own process to report perfect logits without training (the scan flags it).
+patches the checks' CNN driver in its own process to report perfect logits without training (the worker notices the
+patched driver: that cell scores 0, flagged "tampering suspected"; the scan names it too).
 
 Below the grading run: the CNN cell's own evidence (its hidden call on the solution, the wrong and correct
 variants the fast tier leaves out, the seed study behind its threshold).
 """
 
-import csv
-import os
-import secrets
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 
-import nbformat
 import pytest
 import torch
 
@@ -29,6 +24,7 @@ from course_utils.grading.protocol import graded_cells, source_notebook
 
 sys.path.insert(0, str(COURSE_ROOT / "tests"))
 import a3_variants as v  # noqa: E402
+import variants_harness as vh  # noqa: E402
 
 pytestmark = pytest.mark.heavy
 
@@ -148,51 +144,22 @@ CLASS = {
                                 "    modules = [['BatchNorm2d', True, False]]\n"
                                 "    return {'True': {'modules': modules, 'normalization': [], 'logits': logits},\n"
                                 "            'False': {'modules': [], 'normalization': [], 'logits': logits}}\n"
-                                "_c.CNNTraining.__call__ = _perfect\n"), set(), "course_utils"),
+                                "_c.CNNTraining.__call__ = _perfect\n"), {CNN}, "tampering suspected"),
 }
-
-
-def make_notebook(replaced: dict, extra: tuple | None, path) -> None:
-    """The release with every answer cell taken from the solution, then the student's changes."""
-    solution = {c.metadata["nbgrader"]["grade_id"]: c.source
-                for c in nbformat.read(source_notebook(ASSIGNMENT), as_version=4).cells
-                if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
-    nb = nbformat.read(COURSE_ROOT / "assignments" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    cells = []
-    for cell in nb.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in solution:
-            cell.source = replaced.get(grade_id, solution[grade_id])
-        cells.append(cell)
-        if extra and grade_id == extra[0]:
-            cells.append(nbformat.v4.new_code_cell(extra[1]))
-    nb.cells = cells
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("a3course")
-    for name in ("nbgrader_config.py", "solutions", "assignments"):
-        (shutil.copytree if (COURSE_ROOT / name).is_dir() else shutil.copy)(COURSE_ROOT / name, root / name)
-    for student, (replaced, extra, _, _) in CLASS.items():
-        make_notebook(replaced, extra, root / "subs" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    vh.write_course(root, ASSIGNMENT, CLASS)
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "course_utils.grading", ASSIGNMENT, "subs", "--root", str(root),
-                           "--jobs", "2", "--cell-timeout", "300", "--call-timeout", "120"],
-                          cwd=root, capture_output=True, text=True, timeout=3000,
-                          env={**os.environ, "COURSE_GRADING_SEED": secrets.token_hex(16)})  # official: 128 bits
+    done, rows = vh.grade(root, ASSIGNMENT, cell_timeout=300, call_timeout=120, timeout=3000)
     print(f"graded {len(CLASS)} submissions in {time.monotonic() - started:.0f} s")
-    rows = {r["student"]: r for r in csv.DictReader(open(root / f"grades-{ASSIGNMENT}.csv", encoding="utf-8"))}
     return done, rows
 
 
 def test_the_class_is_graded_with_the_sandbox_on(graded):
-    done, rows = graded
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "protections OFF" not in done.stdout
-    assert set(rows) == set(CLASS)
+    assert vh.class_graded_problems(*graded, CLASS) == []
 
 
 def test_the_correct_submission_gets_every_autograded_point(graded):
@@ -204,12 +171,7 @@ def test_the_correct_submission_gets_every_autograded_point(graded):
 def test_each_submission_loses_exactly_its_points(graded, student):
     _, rows = graded
     _, _, must_fail, flag = CLASS[student]
-    row = rows[student]
-    failed = {g for g in POINTS if float(row[g]) == 0}
-    assert failed == must_fail, row["flags"]
-    assert float(row["autograded"]) == sum(POINTS.values()) - sum(POINTS[g] for g in must_fail)
-    if flag:
-        assert flag in row["flags"], row["flags"]
+    assert vh.points_problems(rows[student], POINTS, must_fail, flag) == []
 
 
 # --- the CNN cell, directly ------------------------------------------------------------------------------
