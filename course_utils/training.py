@@ -25,7 +25,7 @@ from tqdm.std import tqdm as text_tqdm
 
 from .device import autocast, get_device, to_device
 
-__all__ = ["History", "fit", "evaluate"]
+__all__ = ["History", "fit", "evaluate", "progress"]
 
 
 @dataclass
@@ -135,6 +135,13 @@ def _progress_bar(**options):
     from .widgets.registry import static_mode
 
     return _FinalLine(**options) if static_mode() else tqdm(**options)
+
+
+def progress(iterable: Iterable, **options):
+    """``iterable`` with a progress bar, as :func:`fit` shows its own: for a loop over several trainings
+    (``for run in progress(runs, desc="runs")``). A widget in JupyterLab, text in a terminal, one final
+    line on the static course website. ``options`` go to tqdm (``desc``, ``total``, ``unit``, ...)."""
+    return _progress_bar(iterable=iterable, **options)
 
 
 def fit(model: nn.Module, train_loader: Iterable, *, epochs: int,

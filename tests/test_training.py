@@ -125,3 +125,19 @@ def test_the_scheduler_steps_once_per_epoch_or_once_per_batch(scheduler_step, ex
 def test_fit_rejects_an_unknown_scheduler_step():
     with pytest.raises(ValueError, match='scheduler_step must be "epoch" or "batch"'):
         fit(_model(), [], epochs=1, scheduler_step="step", device="cpu", progress=False)
+
+
+def test_progress_is_a_widget_bar_live_and_one_final_line_on_a_static_page(monkeypatch, capsys):
+    from tqdm.auto import tqdm as auto_tqdm
+
+    from course_utils.training import progress
+    from course_utils.widgets.registry import STATIC_ENV
+
+    monkeypatch.delenv(STATIC_ENV, raising=False)
+    live = progress([1, 2, 3], desc="runs")
+    assert isinstance(live, auto_tqdm) and list(live) == [1, 2, 3]
+    monkeypatch.setenv(STATIC_ENV, "1")
+    still = progress(range(4), desc="runs")
+    assert list(still) == [0, 1, 2, 3]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("runs") and "4/4" in lines[0]
