@@ -62,20 +62,23 @@ def conv_transpose2d(sol: dict, n, c, h, w, f, k) -> dict[str, Callable]:
 
 
 def _batchnorm(sol: dict, n, c, h, w):
-    """a3 is not written yet: the names follow the cs231n interface the course uses (STYLE.md):
-    ``batchnorm_forward(x, gamma, beta, eps) -> (out, cache)``,
-    ``batchnorm_backward(dout, cache) -> (dx, dgamma, dbeta)``."""
+    """a3's interface: ``batchnorm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    -> (out, cache)`` (training mode: batch statistics, running ones updated in place),
+    ``batchnorm_backward(dout, cache) -> (dx, dgamma, dbeta)``. PyTorch's reference gets running buffers too,
+    so that both do the same work."""
     forward = sol["batchnorm_forward"]
     x, gamma, beta = torch.randn(n, c, h, w), torch.rand(c) + 0.5, torch.randn(c)  # (N, C, H, W), (C,), (C,)
-    out, cache = forward(x, gamma, beta, eps=1e-5)
+    out, cache = forward(x, gamma, beta, torch.zeros(c), torch.ones(c), True, momentum=0.1, eps=1e-5)
     assert torch.allclose(out, F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5), atol=1e-4)
     return forward, x, gamma, beta, out, cache
 
 
 def batchnorm_forward(sol: dict, n, c, h, w, f, k) -> dict[str, Callable]:
     forward, x, gamma, beta, _, _ = _batchnorm(sol, n, c, h, w)
-    return {"F.batch_norm": lambda: F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5),
-            "forward": lambda: forward(x, gamma, beta, eps=1e-5)}
+    mean, var, ref_mean, ref_var = torch.zeros(c), torch.ones(c), torch.zeros(c), torch.ones(c)
+    return {"F.batch_norm": lambda: F.batch_norm(x, ref_mean, ref_var, gamma, beta, training=True, momentum=0.1,
+                                                 eps=1e-5),
+            "forward": lambda: forward(x, gamma, beta, mean, var, True, momentum=0.1, eps=1e-5)}
 
 
 def batchnorm_backward(sol: dict, n, c, h, w, f, k) -> dict[str, Callable]:
