@@ -482,3 +482,16 @@ def test_changing_the_refused_code_between_calls_is_noticed():
         CodeRules.judge = judge
     with pytest.raises(ForbiddenReference, match="torch.optim.sgd.SGD.__init__"):
         guarded_call(by_partial, refuse_code=REFUSED)
+
+
+def test_endless_recursion_is_the_students_recursion_error_not_tampering():
+    """Python unsets a profile hook that raised, and at the recursion limit the hook's own call raises too: the
+    answer is the RecursionError (it scores nothing), and the guard works for the next call."""
+    def endless(n: int = 0) -> int:
+        return endless(n + 1)
+
+    with pytest.raises(RecursionError):
+        guarded_call(endless, refuse_code=REFUSED)
+    assert sys.getprofile() is None
+    with pytest.raises(ForbiddenReference, match="cannot be used in this answer"):
+        guarded_call(by_imported_name, refuse_code=REFUSED)

@@ -65,7 +65,8 @@ __all__ = ["check_sgd", "check_rmsprop", "check_adam", "check_step_lr", "check_e
            "check_cnn_training", "OptimizerRun", "OptimizerConstruction", "ScheduleRun", "BatchNormForwardRun",
            "BatchNormModuleRun", "DropoutRun", "CNNTraining", "hidden_rules", "BATCH_NORM_OPS",
            "DROPOUT_OPS", "FUSED_OPTIMIZER_OPS", "OPTIMIZER_CODE", "SCHEDULER_CODE", "BATCH_NORM_CODE",
-           "DROPOUT_CODE", "AUTOGRAD_CODE", "BatchNormBackwardRun", "CNN_THRESHOLD"]
+           "DROPOUT_CODE", "AUTOGRAD_CODE", "BatchNormBackwardRun", "CNN_THRESHOLD",
+           "UNTRAINED_LIMIT"]
 
 ASSIGNMENT = "a3_optim_batchnorm"
 OPTIM_ATOL, OPTIM_RTOL = 1e-5, 1e-4      # float32 parameters after 100 steps
@@ -1148,6 +1149,11 @@ NORMALIZATION_TOLERANCE = 0.02  # a channel's output std is |weight| * sqrt(var 
 # its running statistics stays below it for most seeds (tests/heavy/test_grading_a3.py).
 RECIPE = {"epochs": 10, "batch": 32, "lr": 0.1, "momentum": 0.9}
 CNN_THRESHOLD = 0.8
+# An untrained network guesses: about 10% on 10 classes (measured: mean 0.09-0.10, at most 0.19 over three designs,
+# 20 seeds, with and without BatchNorm). One that
+# already classifies the validation digits before training knows them some other way (e.g. looks them up in the
+# public data set): the cell is about a network that learns.
+UNTRAINED_LIMIT = 0.5
 
 
 def _is_torch_batch_norm(cls: type) -> bool:
@@ -1248,7 +1254,7 @@ class CNNTraining:
             modules = [[type(m).__name__, _is_own_batch_norm(type(m)), _is_torch_batch_norm(type(m))]
                        for m in model.modules()]
             result: dict[str, Any] = {"modules": modules, "normalization": [], "probabilities": False,
-                                      "logits": None}
+                                      "untrained": None, "logits": None}
             results[str(batch_norm)] = result
             if batch_norm and (not any(own for _, own, _ in modules)
                                or any(torch_norm for _, _, torch_norm in modules)):
@@ -1257,6 +1263,11 @@ class CNNTraining:
             if batch_norm:
                 result["normalization"] = self._normalization(model, self.images[:256])
             result["probabilities"] = self._probabilities(model, self.images[:64])
+            model.load_state_dict(state)
+            model.eval()
+            with torch.no_grad():
+                untrained = model(self.val_images)
+            result["untrained"] = untrained.detach().clone() if isinstance(untrained, torch.Tensor) else None
             model.load_state_dict(state)
             if result["probabilities"] or not all(
                     len(gaps) == 2 and gaps[0] <= 5 * NORMALIZATION_TOLERANCE and gaps[1] <= NORMALIZATION_TOLERANCE
@@ -1270,11 +1281,12 @@ class CNNTraining:
         return results
 
 
-def cnn_accuracies(result: dict[str, Any], labels: torch.Tensor) -> dict[bool, float]:
-    """The validation accuracy of each model of a CNNTraining result (NaN where the logits are unusable)."""
+def cnn_accuracies(result: dict[str, Any], labels: torch.Tensor, which: str = "logits") -> dict[bool, float]:
+    """The validation accuracy of each model of a CNNTraining result, trained (``which="logits"``) or before
+    training (``"untrained"``); NaN where the logits are unusable."""
     accuracies = {}
     for key, batch_norm in (("False", False), ("True", True)):
-        logits = result.get(key, {}).get("logits")
+        logits = result.get(key, {}).get(which)
         ok = isinstance(logits, torch.Tensor) and tuple(logits.shape) == (len(labels), 10) \
             and logits.is_floating_point()
         accuracies[batch_norm] = float((logits.argmax(dim=1) == labels).double().mean()) if ok else math.nan
@@ -1310,6 +1322,11 @@ def check_cnn_training(make_cnn: Callable, hidden: bool = False) -> None:
         if got.get(str(batch_norm), {}).get("probabilities"):
             raise CheckFailure(f"{where}: {name}({batch_norm}) returns probabilities (every row in [0, 1], summing "
                                f"to 1): return logits (F.cross_entropy applies the softmax)")
+    for batch_norm, accuracy in cnn_accuracies(got, val_labels, "untrained").items():
+        if accuracy > UNTRAINED_LIMIT:
+            raise CheckFailure(f"{where}: {name}({batch_norm}) classifies {accuracy:.0%} of the validation digits "
+                               f"before any training (an untrained network guesses: about 10%): the check trains "
+                               f"the network {name} builds, which must learn the digits, not know them")
     accuracies = cnn_accuracies(got, val_labels)
     for batch_norm, accuracy in accuracies.items():
         if not accuracy >= CNN_THRESHOLD:

@@ -638,16 +638,22 @@ class Guard:
             self._active.append(mode)
             if code is not None:
                 self._setprofile(self._hook)
+            recursed = False
             try:
                 if self._depth() != depth + 1 or self._at(depth) is not mode:
                     problem = "its dispatch mode could not be installed"
                 else:
                     value = fn(*args, **(kwargs or {}))
+            except RecursionError:
+                # Endless recursion also reaches the hook's own call, and Python unsets a hook that raised: the
+                # student's RecursionError is the answer (it scores nothing), not tampering.
+                recursed = True
+                raise
             finally:
                 if code is not None:
                     hook = self._getprofile()
                     self._setprofile(previous)
-                    if hook is not self._hook and not code.refused:  # a refusal unsets it: that is no tampering
+                    if hook is not self._hook and not code.refused and not recursed:  # a refusal unsets it too
                         problem = problem or "its profile hook was removed or replaced"
                 seen = self._switched_off[mark:]
                 del self._switched_off[mark:]
