@@ -14,6 +14,7 @@
 #   make strip               remove outputs from stored notebooks (they are source)
 #   make bench               measure speed: benchmarks/results/README.md (not a test)
 #   make precompute          rerun the scripts behind the lectures' precomputed results (scripts/, minutes)
+#   make checkpoints         rebuild the course's pretrained models in course_utils/checkpoints/ (minutes)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -24,6 +25,7 @@ JOBS   ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help env lab test test-heavy start check grade release student-bundle strip bench precompute
+.PHONY: checkpoints
 .PHONY: dev-env chromium test-browser site
 
 # `make start a1` / `make check a1` / `make grade a1`: the second word is the assignment, not a target.
@@ -35,7 +37,7 @@ ifneq ($(filter start check grade,$(firstword $(MAKECMDGOALS))),)
 endif
 
 help:
-	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,17p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------------------
 # The environment: created once, reused, rebuilt when broken or out of date.
@@ -145,9 +147,17 @@ strip: env
 	  $$(find lectures solutions -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*')
 
 # Results a lecture shows but cannot compute within its time budget (tests/test_precomputed.py fails when a
-# script changed and its output was not remade). Lecture 06's BatchNorm x learning-rate grid: about 2 minutes.
+# script changed and its output was not remade). Lecture 06's BatchNorm x learning-rate grid: about 2 minutes;
+# lecture 08's transfer table (from the committed course checkpoint; rerun after `make checkpoints`): about 3.
 precompute: env
 	"$(PY)" scripts/bn_lr_grid.py
+	"$(PY)" scripts/transfer_table.py --jobs 2
+
+# The course checkpoints ("pretrained" models, offline): trained with a fixed seed and recipe, written with their
+# manifests (SHA-256, accuracy, recipe) to course_utils/checkpoints/. About 1-2 minutes on a (busy) 2-core CPU.
+# CHECKPOINT_ARGS: names, --device cuda, --out DIR (python -m course_utils.pretrained build --help).
+checkpoints: env
+	"$(PY)" -m course_utils.pretrained build $(CHECKPOINT_ARGS)
 
 # ---------------------------------------------------------------------------
 # Benchmarks: measurements, not tests (nothing fails on a missed goal)

@@ -8,6 +8,7 @@ Import the module you need; each holds one kind of thing:
 - ``shapes``    the generated geometric-shapes images with object masks
 - ``data``      datasets (offline by default), splits, normalization, loaders
 - ``training``  ``fit`` / ``evaluate``, a loop that knows nothing of the model
+- ``pretrained`` the course's own checkpoints (offline "pretrained" models), ImageNet weights opt-in
 - ``plotting``  image grids, training curves, heatmaps in one look
 - ``notebooks`` run a notebook headless; check that stored notebooks are clean
 - ``grading``   nbgrader round trips for tests and instructors
