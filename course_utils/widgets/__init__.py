@@ -20,9 +20,12 @@ gradient_flow   per-layer gradient norms of a deep network, by depth, activation
 init_explorer   per-layer activation histograms and std at initialization, by init, activation, depth (lecture 04)
 optimizer_race  PyTorch's optimizers side by side on a 2-D loss surface: paths and loss per step (lecture 05)
 batch_noise     batch size vs the spread of batch means and variances, the 1/sqrt(B) law (lecture 06)
+compound_scaling EfficientNet-B0 scaled in depth, width and resolution: parameters and FLOPs measured (lecture 07)
+transfer        the precomputed transfer table, one (target, data size) cell at a time (lecture 08)
 """
 
 from .batch_noise import BatchNoise, batch_noise_explorer, batch_noise_figure, batch_statistics
+from .compound_scaling import ScaledCost, compound_scaling_explorer, scaled_cost, scaling_figure
 from .conv_matrix import conv_matrix_figure, conv_matrix_of, conv_matrix_summary, conv_matrix_viewer
 from .gradient_flow import GradientFlow, gradient_flow, gradient_flow_explorer, gradient_flow_figure
 from .init_explorer import LayerActivations, init_figure, initialization_explorer, layer_activations
@@ -30,6 +33,7 @@ from .optimizer_race import RacePath, optimizer_race_explorer, race, race_figure
 from .registry import DEMOS, STATIC_ENV, Demo, demo, static_mode
 from .shapes import shapes_explorer, shapes_figure
 from .sliding_window import WindowLayout, sliding_window_explorer, sliding_window_figure, window_layout
+from .transfer import TransferCell, transfer_cell, transfer_explorer, transfer_figure
 
 __all__ = ["DEMOS", "Demo", "demo", "static_mode", "STATIC_ENV",
            "shapes_figure", "shapes_explorer", "conv_matrix_of", "conv_matrix_summary", "conv_matrix_figure",
@@ -38,4 +42,6 @@ __all__ = ["DEMOS", "Demo", "demo", "static_mode", "STATIC_ENV",
            "GradientFlow", "gradient_flow", "gradient_flow_figure", "gradient_flow_explorer",
            "LayerActivations", "layer_activations", "init_figure", "initialization_explorer",
            "RacePath", "trajectory", "race", "race_figure", "optimizer_race_explorer",
-           "BatchNoise", "batch_statistics", "batch_noise_figure", "batch_noise_explorer"]
+           "BatchNoise", "batch_statistics", "batch_noise_figure", "batch_noise_explorer",
+           "ScaledCost", "scaled_cost", "scaling_figure", "compound_scaling_explorer",
+           "TransferCell", "transfer_cell", "transfer_figure", "transfer_explorer"]
