@@ -315,6 +315,46 @@ def test_the_checks_digest_covers_the_shared_modules_and_the_assignments_own_and
     assert after("a9_later.py") == {"a0_warmup": False, "a1_convolutions": False}   # another assignment's
 
 
+def test_an_assignment_whose_checks_are_a_package_is_digested_as_one_module(tmp_path):
+    import shutil
+
+    folder = tmp_path / "checks"
+    shutil.copytree(COURSE_ROOT / "course_utils" / "checks", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    package = folder / "a9_package"
+    package.mkdir()
+    (package / "__init__.py").write_text("from .parts import X\nfrom ..a0_warmup import check_output_size\n")
+    (package / "parts.py").write_text("X = 1\n")
+    before = {a: store.checks_digest(folder, a) for a in ("a0_warmup", "a1_convolutions", "a9_package")}
+
+    def edited(path):
+        text = path.read_text()
+        path.write_text(text + "# edited\n")
+        try:
+            return {a: store.checks_digest(folder, a) != before[a] for a in before}
+        finally:
+            path.write_text(text)
+
+    # a file deep in the package changes that assignment's digest only, not the shared ones'
+    assert edited(package / "parts.py") == {"a0_warmup": False, "a1_convolutions": False, "a9_package": True}
+    # what the package imports from another assignment's checks counts for it
+    assert edited(folder / "a0_warmup.py") == {"a0_warmup": True, "a1_convolutions": True, "a9_package": True}
+
+
+def test_the_course_checkpoints_count_only_for_assignments_whose_checks_load_them(tmp_path):
+    checks_folder = tmp_path / "checks"
+    checks_folder.mkdir()
+    (checks_folder / "a1_x.py").write_text("X = 1\n")
+    (checks_folder / "a4_y").mkdir()
+    (checks_folder / "a4_y" / "__init__.py").write_text("from course_utils import pretrained\n")
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "m.pt").write_bytes(b"weights")
+    assert store.checkpoints_digest(checks_folder, checkpoints, "a1_x") == "unused"
+    first = store.checkpoints_digest(checks_folder, checkpoints, "a4_y")
+    (checkpoints / "m.pt").write_bytes(b"rebuilt")
+    assert store.checkpoints_digest(checks_folder, checkpoints, "a4_y") not in ("unused", first)
+
+
 def test_a_result_is_read_back_whole_or_not_at_all(tmp_path):
     results = store.ResultStore(tmp_path, "a0_warmup")
     result = NotebookResult("a0_warmup", student="s", key="k", key_parts={"checks": "c"})

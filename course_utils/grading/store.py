@@ -48,28 +48,55 @@ def package_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-_ASSIGNMENT_MODULE = re.compile(r"a\d+_\w+\.py")
+_ASSIGNMENT_MODULE = re.compile(r"a\d+_\w+")
+
+
+def _owner(path: Path, folder: Path) -> str | None:
+    """The assignment a file of the checks package belongs to (``a1_convolutions.py``, or any file of a package
+    ``a4_architectures_transfer/``), or None for the shared modules."""
+    first = path.relative_to(folder).parts[0]
+    name = first[:-3] if first.endswith(".py") else first
+    return name if _ASSIGNMENT_MODULE.fullmatch(name) else None
 
 
 def checks_digest(folder: Path, assignment: str) -> str:
     """sha256 over what decides an assignment's checks: the shared modules of the checks package (the guard,
-    the comparisons), the assignment's own module and the assignment modules it imports (a1 reuses a0's
-    cases), but not the checks of other assignments, so adding a3's checks does not regrade a0."""
+    the comparisons), the assignment's own module (a file, or a package folder) and the assignment modules it
+    imports (a1 reuses a0's cases), but not the checks of other assignments, so adding a3's checks does not
+    regrade a0."""
     folder = Path(folder)
-    wanted, todo = set(), [f"{assignment}.py"]
+    files = sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+    wanted, todo = set(), [assignment]
     while todo:
         name = todo.pop()
-        if name in wanted or not (folder / name).is_file():
+        if name in wanted:
             continue
         wanted.add(name)
-        todo += [f"{m}.py" for m in re.findall(r"^\s*from \.(a\d+_\w+) import", (folder / name).read_text(),
-                                                re.MULTILINE)]
+        for path in files:
+            if _owner(path, folder) == name:
+                todo += re.findall(r"^\s*from \.{1,2}(a\d+_\w+) import", path.read_text(), re.MULTILINE)
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts):
-        if _ASSIGNMENT_MODULE.fullmatch(path.name) and path.name not in wanted:
+    for path in files:
+        owner = _owner(path, folder)
+        if owner is not None and owner not in wanted:
             continue
         h.update(path.relative_to(folder).as_posix().encode() + b"\0")
         h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def checkpoints_digest(checks_folder: Path, checkpoints: Path, assignment: str) -> str:
+    """sha256 over the course checkpoints (``course_utils/checkpoints/``) when the assignment's checks load them
+    (their code mentions ``pretrained``), else ``"unused"``: a rebuilt checkpoint regrades a4, not a1."""
+    own = [p for p in sorted(Path(checks_folder).rglob("*.py"))
+           if "__pycache__" not in p.parts and _owner(p, Path(checks_folder)) == assignment]
+    if not any("pretrained" in p.read_text() for p in own):
+        return "unused"
+    h = hashlib.sha256()
+    for path in sorted(Path(checkpoints).glob("*")):
+        if path.is_file():
+            h.update(path.name.encode() + b"\0")
+            h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
 
 
@@ -98,6 +125,7 @@ def key_parts(root: Path, assignment: str, notebook: str, submission_digest: str
         "source notebook": file_digest(source),
         "release notebook": file_digest(release) if release.is_file() else "absent",
         "checks": checks_digest(_PACKAGES / "checks", assignment),
+        "course checkpoints": checkpoints_digest(_PACKAGES / "checks", _PACKAGES / "checkpoints", assignment),
         "grader": package_digest(_PACKAGES / "grading"),
         "timeouts and limits": json.dumps(limits, sort_keys=True),
         "sandbox": "on" if sandboxed else "off",
