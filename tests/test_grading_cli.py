@@ -268,6 +268,7 @@ def test_a_stored_result_stands_while_nothing_that_decides_it_changes(parts):
                            lambda f, real=store.package_digest: "x" if f.name == "grading" else real(f)),
      "grader changed"),
     (lambda mp: mp.setenv("COURSE_GRADING_SEED", secrets.token_hex(16)), "secret changed"),
+    (lambda mp: mp.setattr(store, "checkpoints_digest", lambda *args: "rebuilt"), "course checkpoints changed"),
 ])
 def test_a_change_of_code_or_secret_regrades(parts, monkeypatch, change, reason):
     before = stored(parts())
@@ -285,8 +286,8 @@ def test_a_change_of_settings_regrades(parts, changes, reason):
 
 
 def test_every_source_of_a_verdict_is_in_the_fingerprint(parts):
-    assert set(parts()) == {"submission", "source notebook", "release notebook", "checks", "grader",
-                            "timeouts and limits", "sandbox", "secret", "submission time", "versions"}
+    assert set(parts()) == {"submission", "source notebook", "release notebook", "checks", "course checkpoints",
+                            "grader", "timeouts and limits", "sandbox", "secret", "submission time", "versions"}
     assert store.package_digest(COURSE_ROOT / "course_utils" / "checks") != \
         store.package_digest(COURSE_ROOT / "course_utils" / "grading")
 
