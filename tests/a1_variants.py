@@ -613,6 +613,18 @@ def conv_aten(x, w, b=None, stride=1, padding=0, dilation=1):
     return torch.ops.aten.convolution(x, w, b, [stride] * 2, [padding] * 2, [dilation] * 2, False, [0, 0], 1)
 
 
+def conv_deformable(x, w, b=None, stride=1, padding=0, dilation=1):
+    """torchvision's deformable convolution with zero offsets: an ordinary convolution under another name."""
+    from torchvision.ops import deform_conv2d
+
+    N, _, H, W = x.shape
+    KH, KW = w.shape[2:]
+    OH = (H + 2 * padding - dilation * (KH - 1) - 1) // stride + 1
+    OW = (W + 2 * padding - dilation * (KW - 1) - 1) // stride + 1
+    offsets = x.new_zeros(N, 2 * KH * KW, OH, OW)
+    return deform_conv2d(x, offsets, w, b, stride=stride, padding=padding, dilation=dilation)
+
+
 def conv_partial(x, w, b=None, stride=1, padding=0, dilation=1):
     return _partial(x, w, b, stride=stride, padding=padding, dilation=dilation)
 
@@ -674,6 +686,7 @@ BACK_DOORS: dict[str, tuple[dict[str, Callable], set[str]]] = {
                             NAIVE | VECTORIZED),
     "conv_alias": ({"conv2d_naive": conv_alias}, NAIVE),
     "conv_aten": ({"conv2d_vectorized": conv_aten}, VECTORIZED),
+    "conv_deformable": ({"conv2d_vectorized": conv_deformable}, VECTORIZED),
     "conv_partial": ({"conv2d_naive": conv_partial}, NAIVE),
     "conv_getattr_string": ({"conv2d_vectorized": conv_getattr_string}, VECTORIZED),
     "transpose_import_by_name": ({"conv_transpose2d": transpose_import_by_name}, TRANSPOSE),

@@ -377,6 +377,8 @@ def _registered_packets() -> set[str]:
 
 
 def test_every_listed_operator_exists():
+    import torchvision  # noqa: F401  (its operators are listed too)
+
     registered = _registered_packets()
     for name in CONVOLUTION_OPS + POOLING_OPS + AVERAGE_POOLING_OPS:
         assert qualified_op(name) in registered, name
@@ -385,6 +387,8 @@ def test_every_listed_operator_exists():
 def test_the_lists_name_every_convolution_and_max_pooling_operator_pytorch_registers():
     """Re-enumerated from the dispatcher: a PyTorch upgrade that adds one fails here, not silently."""
     import re
+
+    import torchvision  # noqa: F401  (registers its own operators, e.g. torchvision::deform_conv2d)
 
     listed = {qualified_op(n) for n in CONVOLUTION_OPS + POOLING_OPS}
     not_computing = re.compile(r"_convert_|prepack|unpack|_reorder_|reorder_conv|convert_element_type|"
@@ -397,6 +401,17 @@ def test_the_lists_name_every_convolution_and_max_pooling_operator_pytorch_regis
                 missing.append(name)
     assert not missing, f"operators computing a convolution or max-pooling that no list names: {missing}"
     assert "aten::unfold" not in listed and "aten::as_strided" not in listed
+
+
+def test_torchvisions_deformable_convolution_is_refused_as_a_convolution():
+    """deform_conv2d with zero offsets computes an ordinary convolution: a student could reach for it."""
+    from torchvision.ops import deform_conv2d
+
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    offsets = torch.zeros(1, 2 * 3 * 3, 3, 3)
+    assert torch.allclose(deform_conv2d(x, offsets, w), F.conv2d(x, w), atol=1e-5)
+    with pytest.raises(ForbiddenReference, match="deform_conv2d"):
+        guarded_call(deform_conv2d, (x, offsets, w), {}, refuse=CONVOLUTION_OPS)
 
 
 def test_hidden_checks_refuse_the_same_as_visible_ones():

@@ -97,6 +97,8 @@ CONVOLUTION_OPS: tuple[str, ...] = (
     "mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise_", "mkldnn::_convolution_transpose_pointwise",
     "mkldnn_prepacked::conv2d_run", "onednn::qconv1d_pointwise", "onednn::qconv2d_pointwise",
     "onednn::qconv3d_pointwise", "onednn::qconv_pointwise",
+    # torchvision's deformable convolution: with zero offsets it is an ordinary convolution
+    "torchvision::deform_conv2d", "torchvision::_deform_conv2d_backward",
 )
 # Every max-pooling operator: 1d/2d/3d (max_pool1d runs as max_pool2d_with_indices), adaptive,
 # fractional, their backward passes, and the oneDNN/quantized kernels.
