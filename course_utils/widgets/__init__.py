@@ -22,15 +22,19 @@ optimizer_race  PyTorch's optimizers side by side on a 2-D loss surface: paths a
 batch_noise     batch size vs the spread of batch means and variances, the 1/sqrt(B) law (lecture 06)
 compound_scaling EfficientNet-B0 scaled in depth, width and resolution: parameters and FLOPs measured (lecture 07)
 transfer        the precomputed transfer table, one (target, data size) cell at a time (lecture 08)
+saliency        four saliency maps of the course checkpoint on one shapes image, on-object share (lecture 09)
+epsilon         an image attacked with FGSM or PGD as epsilon grows: perturbation and prediction (lecture 10)
 """
 
 from .batch_noise import BatchNoise, batch_noise_explorer, batch_noise_figure, batch_statistics
 from .compound_scaling import ScaledCost, compound_scaling_explorer, scaled_cost, scaling_figure
 from .conv_matrix import conv_matrix_figure, conv_matrix_of, conv_matrix_summary, conv_matrix_viewer
+from .epsilon import EpsilonView, epsilon_explorer, epsilon_figure, epsilon_view
 from .gradient_flow import GradientFlow, gradient_flow, gradient_flow_explorer, gradient_flow_figure
 from .init_explorer import LayerActivations, init_figure, initialization_explorer, layer_activations
 from .optimizer_race import RacePath, optimizer_race_explorer, race, race_figure, trajectory
 from .registry import DEMOS, STATIC_ENV, Demo, demo, static_mode
+from .saliency import SaliencyView, saliency_explorer, saliency_figure, saliency_map, saliency_view
 from .shapes import shapes_explorer, shapes_figure
 from .sliding_window import WindowLayout, sliding_window_explorer, sliding_window_figure, window_layout
 from .transfer import TransferCell, transfer_cell, transfer_explorer, transfer_figure
@@ -44,4 +48,6 @@ __all__ = ["DEMOS", "Demo", "demo", "static_mode", "STATIC_ENV",
            "RacePath", "trajectory", "race", "race_figure", "optimizer_race_explorer",
            "BatchNoise", "batch_statistics", "batch_noise_figure", "batch_noise_explorer",
            "ScaledCost", "scaled_cost", "scaling_figure", "compound_scaling_explorer",
-           "TransferCell", "transfer_cell", "transfer_figure", "transfer_explorer"]
+           "TransferCell", "transfer_cell", "transfer_figure", "transfer_explorer",
+           "EpsilonView", "epsilon_view", "epsilon_figure", "epsilon_explorer",
+           "SaliencyView", "saliency_map", "saliency_view", "saliency_figure", "saliency_explorer"]
