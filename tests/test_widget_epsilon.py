@@ -93,6 +93,20 @@ def test_pgd_is_at_least_as_strong_as_fgsm_on_the_course_images():
     assert pgd_fooled >= fgsm_fooled and pgd_fooled >= 4
 
 
+def _turns_right_again(view) -> bool:
+    """True when the prediction is wrong at some epsilon of the sweep and right again at a larger one."""
+    right = view.probabilities.argmax(1) == view.label  # (E,)
+    return any(not right[i] and right[i + 1:].any() for i in range(len(right)))
+
+
+def test_the_images_lecture_10_points_to_overshoot_under_fgsm_but_not_under_pgd():
+    # Lecture 10, section 8: "images whose FGSM prediction turns right again at a larger epsilon (images 6 and 10)"
+    for index in (6, 10):
+        assert _turns_right_again(ep.epsilon_view(index, "FGSM", 4)), f"image {index}: FGSM should turn right again"
+        assert not _turns_right_again(ep.epsilon_view(index, "PGD", 4)), f"image {index}: PGD should stay wrong"
+    assert not _turns_right_again(ep.epsilon_view(0, "FGSM", 4)), "image 0: once wrong, FGSM stays wrong"
+
+
 def test_bad_choices_say_what_is_allowed():
     with pytest.raises(ValueError, match="attack must be one of 'FGSM', 'PGD'; got 'fgsm'"):
         ep.sweep(_small_model(), _image(), 0, "fgsm")

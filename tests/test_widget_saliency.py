@@ -181,3 +181,13 @@ def test_the_explorer_is_registered_and_shows_its_result(monkeypatch):
     widget.close()
     with pytest.raises(ValueError, match="method must be one of"):
         sal.saliency_explorer(method="LIME")
+
+
+def test_the_explorer_computes_each_map_once(monkeypatch):
+    monkeypatch.setattr(plt, "show", lambda *a, **k: None)
+    calls = []
+    original = sal.saliency_map
+    monkeypatch.setattr(sal, "saliency_map", lambda *a, **k: calls.append(a[3]) or original(*a, **k))
+    widget = sal.saliency_explorer(image=1, method="SmoothGrad", noise_level=0.1, samples=5)
+    assert calls == ["SmoothGrad"], f"one slider move should compute one map, got {len(calls)} computations"
+    widget.close()

@@ -197,7 +197,11 @@ def saliency_view(image: int = 0, method: str = "SmoothGrad", noise_level: float
 def saliency_figure(image: int = 0, method: str = "SmoothGrad", noise_level: float = 0.1,
                     samples: int = 50) -> Figure:
     """The image with its object's outline, the map (0 to its 99th percentile) and the two overlaid."""
-    view = saliency_view(image, method, noise_level, samples)
+    return _draw(saliency_view(image, method, noise_level, samples))
+
+
+def _draw(view: SaliencyView) -> Figure:
+    """The figure of :func:`saliency_figure` for a view already computed."""
     picture = view.image.permute(1, 2, 0).numpy()  # (H, W, 3) for imshow
     heat = view.saliency.numpy()
     count = f"{view.samples} sample{'s' if view.samples != 1 else ''}"
@@ -237,10 +241,11 @@ def saliency_explorer(image: int = 0, method: str = "SmoothGrad", noise_level: f
     _check_int("samples", samples, 1, MAX_SAMPLES)
 
     def show(image, method, noise_level, samples):
-        fig = saliency_figure(image, method, noise_level, samples)
+        view = saliency_view(image, method, noise_level, samples)  # computed once, drawn and returned
+        fig = _draw(view)
         plt.show()
         plt.close(fig)
-        return saliency_view(image, method, noise_level, samples)
+        return view
 
     return widgets.interactive(
         show,
