@@ -25,7 +25,7 @@ JOBS   ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help env lab test test-heavy start check grade release student-bundle strip bench precompute
-.PHONY: checkpoints
+.PHONY: checkpoints xcheck-env
 .PHONY: dev-env chromium test-browser site
 
 # `make start a1` / `make check a1` / `make grade a1`: the second word is the assignment, not a target.
@@ -87,8 +87,25 @@ check: env
 test: env
 	"$(PY)" -m pytest -n $(JOBS) -m "not heavy" $(PYTEST_ARGS)
 
-test-heavy: env
+test-heavy: xcheck-env
 	"$(PY)" -m pytest -n $(JOBS) -m heavy $(PYTEST_ARGS)
+
+# The heavy tier compares a5's solution with captum and torchattacks (tests only, never in a notebook).
+# torchattacks pins an old `requests` that breaks nbgrader and jupyterlab-server: it goes in without its
+# dependencies (the ones it uses, torch, torchvision, scipy and tqdm, are already there).
+XCHECK_STAMP := $(VENV)/.course-xcheck-installed
+TORCHATTACKS := torchattacks==3.5.1
+
+xcheck-env: env
+	@if [ -f "$(XCHECK_STAMP)" ] && ! "$(PY)" -c "import captum, torchattacks" >/dev/null 2>&1; then \
+	  rm -f "$(XCHECK_STAMP)"; fi
+	@$(MAKE) --no-print-directory $(XCHECK_STAMP)
+
+$(XCHECK_STAMP): requirements-xcheck.txt
+	@echo "make: installing the cross-check tools into $(VENV) (requirements-xcheck.txt; $(TORCHATTACKS) without its dependencies)"
+	"$(PY)" -m pip install --quiet -r requirements-xcheck.txt
+	"$(PY)" -m pip install --quiet --no-deps "$(TORCHATTACKS)"
+	@touch "$(XCHECK_STAMP)"
 
 # ---------------------------------------------------------------------------
 # What students see: the browser suite and the course website. Their tools

@@ -216,3 +216,224 @@ def test_a4_8c_and_task_texts_counts_from_torchvision():
     with torch.device("meta"), FlopCounterMode(display=False) as counter:
         resnet50(torch.empty(1, 3, 224, 224))
     assert round(counter.get_total_flops() / 1e9, 1) == 7.7
+
+
+# --- a5_saliency_adversarial: the written answers' numbers (7a, 7b, 7c) ---------------------------------------------
+# Small reference versions of the assignment's functions (the solution notebook's rules), so that the claims are
+# measured here without importing the notebook. The images are the notebook's: data.load("shapes", seed=11), unseen
+# by the course network (trained on seed 7); its first 8 (part 3's completeness cell) and first 256 (parts 5 and 6).
+def _a5_model_and_images(n: int = 256):
+    from course_utils import data, pretrained
+
+    shapes = data.load("shapes", n=n, seed=11)
+    return pretrained.load("shapes_resnet", device="cpu").eval(), shapes.images, shapes.labels
+
+
+def _a5_gradient(model, x, target):
+    """Row n: d z_{target[n]}(x)_n / d x_n (evaluation mode)."""
+    x = x.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(model(x).gather(1, target[:, None]).sum(), x)[0]
+
+
+def _a5_integrated_gradients(model, x, target, baseline, steps):
+    """Right Riemann sum: (x - x') * (1/m) sum_{k=1..m} grad z_t(x' + (k/m)(x - x'))."""
+    total = sum(_a5_gradient(model, baseline + k / steps * (x - baseline), target) for k in range(1, steps + 1))
+    return (x - baseline) * total / steps
+
+
+def _a5_pgd(model, x, y, epsilon, alpha, steps, targeted=False):
+    """L-infinity PGD without random start; ``model`` may differ from the model the result is evaluated on."""
+    import torch.nn.functional as F
+
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        g = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)[0].sign()
+        x_adv = (x_adv.detach() - alpha * g) if targeted else (x_adv.detach() + alpha * g)
+        x_adv = torch.clamp(x_adv, min=x - epsilon, max=x + epsilon).clamp(0, 1)
+    return x_adv
+
+
+def _a5_accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(dim=1) == y).double().mean())
+
+
+def _a5_one_thread(test):
+    """Run a test with one thread (as the notebook does): small networks, and the numbers of the notebook's runs."""
+    import functools
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return test(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return wrapper
+
+
+def test_a5_7a_black_baseline_gives_zero_where_the_image_is_black_and_completeness_holds():
+    """7a(i): with x' = 0 every pixel with x = 0 gets IG exactly 0 (the (x - x') factor), whatever the network does
+    with it; the score change then lies on the bright pixels (completeness)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.Conv2d(8, 8, 5, padding=2), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).double().eval()
+    x = torch.zeros(2, 1, 16, 16, dtype=torch.float64)
+    x[:, :, 4:6, 9:12] = torch.rand(2, 1, 2, 3, dtype=torch.float64)  # a few bright "sources" on a black sky
+    target = torch.tensor([0, 2])
+    ig = _a5_integrated_gradients(model, x, target, torch.zeros_like(x), steps=300)
+    sky = x == 0
+    assert torch.equal(ig[sky], torch.zeros_like(ig[sky]))
+    assert _a5_gradient(model, x, target)[sky].abs().sum() > 0  # the network does use the sky's pixels
+    with torch.no_grad():
+        change = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None])[:, 0]
+    assert torch.allclose(ig.sum(dim=(1, 2, 3)), change, rtol=0.02, atol=1e-4)
+
+
+def test_a5_7a_raw_counts_scale_vanilla_and_smoothgrad_by_one_over_65535_and_a_fixed_sigma_does_not_smooth():
+    """7a(ii): g(u) = f(u / 65535) at u = 65535 x: vanilla and SmoothGrad (sigma from each image's range, the same
+    draws) are the [0, 1] maps divided by 65535; a fixed sigma = 0.1 on the counts leaves the vanilla gradient."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    f = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(8 * 12 * 12, 3)).double().eval()
+    scale = 65_535.0
+
+    class Counts(nn.Module):  # her model: divides the raw counts first
+        def forward(self, u):
+            return f(u / scale)
+
+    g = Counts()
+    x = torch.rand(3, 1, 12, 12, dtype=torch.float64) * torch.tensor([1.0, 0.3, 0.05]).view(3, 1, 1, 1).double()
+    u, target = x * scale, torch.tensor([0, 1, 2])
+    noise = torch.randn(50, *x.shape, dtype=torch.float64)
+
+    def smooth(model, images, sigma):  # sigma (N, 1, 1, 1)
+        return sum(_a5_gradient(model, images + sigma * noise[s], target) for s in range(50)) / 50
+
+    def per_range(images):
+        flat = images.flatten(1)
+        return 0.1 * (flat.amax(1) - flat.amin(1)).view(-1, 1, 1, 1)
+
+    assert torch.allclose(_a5_gradient(g, u, target) * scale, _a5_gradient(f, x, target), rtol=1e-9, atol=1e-12)
+    smooth_x = smooth(f, x, per_range(x))
+    assert torch.allclose(smooth(g, u, per_range(u)) * scale, smooth_x, rtol=1e-9, atol=1e-12)
+    fixed = smooth(g, u, torch.full((3, 1, 1, 1), 0.1, dtype=torch.float64)) * scale
+    vanilla = _a5_gradient(f, x, target)
+    assert (fixed - vanilla).norm() < 1e-3 * vanilla.norm()  # no smoothing at all
+    assert (smooth_x - vanilla).norm() > 0.1 * vanilla.norm()  # what 10% of the range does
+
+
+@_a5_one_thread
+def test_a5_7a_completeness_error_against_m_on_the_notebooks_eight_images():
+    """7a(iii), from part 3's cell: mean |sum IG - (z_t(x) - z_t(0))| over the first eight images."""
+    model, images, labels = _a5_model_and_images(8)
+    with torch.no_grad():
+        change = (model(images) - model(torch.zeros_like(images))).gather(1, labels[:, None])[:, 0]
+    errors = {}
+    for m in (4, 16, 64):
+        total = _a5_integrated_gradients(model, images, labels, torch.zeros_like(images), m).sum(dim=(1, 2, 3))
+        errors[m] = float((total - change).abs().mean())
+    mean_change = float(change.abs().mean())
+    # The model answer: about 8.5 logit units of change; errors about 3.2 (37%), 0.28 (3%) and 0.05 (0.6%).
+    assert 8.3 < mean_change < 8.8, mean_change
+    assert 2.9 < errors[4] < 3.4 and 0.25 < errors[16] < 0.31 and 0.03 < errors[64] < 0.07, errors
+    assert errors[64] / mean_change < 0.01
+
+
+@_a5_one_thread
+def test_a5_7b_rounding_hides_the_gradient_and_bpda_or_transfer_breaks_it():
+    """7b: q(x) = round(7x)/7 in front of the course network. Its gradient is 0, so FGSM and PGD return x; the
+    straight-through gradient (BPDA) and a transfer attack from the plain network bring the accuracy to a few %."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    model, x, y = _a5_model_and_images(256)
+
+    class Round(nn.Module):
+        def __init__(self, straight_through=False):
+            super().__init__()
+            self.straight_through = straight_through
+
+        def forward(self, images):
+            q = torch.round(7 * images) / 7
+            return images + (q - images).detach() if self.straight_through else q
+
+    defended, bpda = nn.Sequential(Round(), model).eval(), nn.Sequential(Round(True), model).eval()
+    clean, rounded = _a5_accuracy(model, x, y), _a5_accuracy(defended, x, y)
+    x_grad = x.clone().requires_grad_(True)
+    assert torch.equal(torch.autograd.grad(F.cross_entropy(defended(x_grad), y), x_grad)[0], torch.zeros_like(x))
+    eps = 8 / 255
+    assert torch.equal(_a5_pgd(defended, x, y, eps, eps / 4, 10), x)  # steps of size 0: PGD returns x too
+    accuracies = {e: _a5_accuracy(defended, _a5_pgd(bpda, x, y, e / 255, e / 255 / 4, 10), y) for e in (2, 4, 8, 16)}
+    transfer = _a5_accuracy(defended, _a5_pgd(model, x, y, eps, eps / 4, 10), y)
+    # The model answer: clean 97.7% without and 97.3% with the rounding; BPDA 60%, 21%, 2%, 0%; transfer 3%.
+    assert round(clean, 3) == 0.977 and round(rounded, 3) == 0.973, (clean, rounded)
+    assert 0.55 < accuracies[2] < 0.65 and 0.16 < accuracies[4] < 0.26, accuracies
+    assert accuracies[8] < 0.04 and accuracies[16] == 0, accuracies
+    assert transfer < 0.05, transfer
+
+
+@_a5_one_thread
+def test_a5_7c_l2_size_of_an_8_over_255_perturbation_and_targeted_against_untargeted():
+    """7c(i): epsilon sqrt(n) = 1.74 for 3x32x32, PGD uses most of it; (iii) the part-5 cell's numbers: the
+    untargeted attack fools most images at 4/255, the targeted one (to "heart") needs about twice the budget."""
+    import math
+
+    assert round(8 / 255 * math.sqrt(3 * 32 * 32), 2) == 1.74 and round(math.sqrt(3), 2) == 1.73
+    model, x, y = _a5_model_and_images(256)
+    eps = 8 / 255
+    l2 = (_a5_pgd(model, x, y, eps, eps / 4, 20) - x).flatten(1).norm(dim=1)
+    assert 1.5 < float(l2.mean()) < 1.6 and 1.35 < float(l2.min()) and float(l2.max()) < 1.7, l2  # "about 1.55"
+    heart = model.classes.index("heart")
+    x, y = x[:128], y[:128]  # the part-5 cell's images in default mode
+    others = y != heart
+    xs, ys = x[others], y[others]
+    assert len(ys) == 115
+    fooled, reached = {}, {}
+    for e in (4, 8, 16):
+        fooled[e] = 1 - _a5_accuracy(model, _a5_pgd(model, xs, ys, e / 255, e / 255 / 4, 20), ys)
+        target = torch.full_like(ys, heart)
+        reached[e] = _a5_accuracy(model, _a5_pgd(model, xs, target, e / 255, e / 255 / 4, 20, targeted=True), target)
+    # The model answer: untargeted 76% at 4/255 and 99% at 8/255; targeted 37%, 72%, 90% at 4, 8, 16 /255.
+    assert 0.72 < fooled[4] < 0.80 and fooled[8] > 0.97, fooled
+    assert 0.33 < reached[4] < 0.41 and 0.68 < reached[8] < 0.76 and 0.87 < reached[16] < 0.94, reached
+
+
+def test_a5_task_texts_worked_examples():
+    """The worked examples of parts 3 to 5: IG of z = x^2 from 0 to 1 (right sum 1 + 1/m, left sum 1 - 1/m); FGSM on
+    two pixels; PGD on one pixel (0.54, 0.58, then projected to 0.6); one PGD step with alpha = epsilon is FGSM."""
+    from torch import nn
+
+    class Square(nn.Module):  # one "pixel", one class: z(x) = x^2
+        def forward(self, x):
+            return x.pow(2).flatten(1).sum(dim=1, keepdim=True)
+
+    x, target = torch.ones(1, 1, 1, 1, dtype=torch.float64), torch.tensor([0])
+    for m in (1, 2, 5):
+        ig = _a5_integrated_gradients(Square(), x, target, torch.zeros_like(x), m)
+        assert math.isclose(float(ig.sum()), 1 + 1 / m)
+        left = sum(2 * k / m for k in range(m)) / m  # the left sum: the gradient 2a at a = 0, 1/m, ..., (m-1)/m
+        assert math.isclose(left, 1 - 1 / m, abs_tol=1e-12)
+
+    class Linear(nn.Module):  # two classes; the loss gradient of class 0 is a positive multiple of (3, -0.001)
+        def forward(self, x):
+            return torch.stack([torch.zeros(len(x), dtype=x.dtype), (x.flatten(1) * torch.tensor(
+                [3.0, -0.001], dtype=x.dtype)).sum(dim=1)], dim=1)
+
+    pixels, y = torch.tensor([[[[0.98, 0.5]]]], dtype=torch.float64), torch.tensor([0])
+    adversarial = _a5_pgd(Linear(), pixels, y, 0.05, 0.05, 1)  # one step with alpha = epsilon: FGSM
+    assert torch.allclose(adversarial, torch.tensor([[[[1.0, 0.45]]]], dtype=torch.float64))
+
+    class Climb(nn.Module):  # the loss of class 0 grows with the pixel: its gradient is positive at every step
+        def forward(self, x):
+            return torch.cat([torch.zeros_like(x.flatten(1)), x.flatten(1)], dim=1)
+
+    pixel = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)
+    path = [float(_a5_pgd(Climb(), pixel, y, 0.1, 0.04, steps)) for steps in (1, 2, 3, 4)]
+    assert [round(p, 10) for p in path] == [0.54, 0.58, 0.6, 0.6]
