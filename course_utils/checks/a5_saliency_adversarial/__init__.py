@@ -487,6 +487,10 @@ def _run(student: Any, driver: Call, where: str, hidden: bool) -> dict[str, Any]
         raise
     except Exception as err:
         detail = "" if hidden else f": {err}"
+        if "does not require grad" in str(err) or "inference tensor" in str(err).lower():
+            detail += (" (gradients were switched off: an attack or an attribution needs them, so don't call it "
+                       "inside torch.no_grad() or torch.inference_mode(), and don't detach the input you "
+                       "differentiate with respect to)")
         raise CheckFailure(f"{where} raised {_kind(err, hidden)}{detail}") from None
     if not isinstance(result, dict):  # (only a broken driver gets here)
         raise CheckFailure(f"{where}: the check's driver returned {type(result).__name__}")

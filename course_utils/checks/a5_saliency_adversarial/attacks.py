@@ -173,6 +173,7 @@ def check_pgd(pgd: Callable, hidden: bool = False) -> None:
         got = _rules(_run(pgd, Call(spec, x, y, args=_pgd_args(setting)), where, hidden), x, where, hidden,
                      "the adversarial image")
         expected = reference_pgd(build_model(spec), x, y, setting["epsilon"], setting["alpha"], setting["steps"])
+        _in_ball(got, x, setting["epsilon"], where, hidden)
         _close_attack(got, expected, where, hidden, " (each step: x_k + alpha * sign(gradient of the loss), then "
                                                     "clamp to [x - epsilon, x + epsilon] around the ORIGINAL x and to "
                                                     "[0, 1]; eval mode)", spec["kind"])
@@ -235,13 +236,14 @@ def check_pgd_targeted(pgd: Callable, hidden: bool = False) -> None:
             _in_ball(got, x, setting["epsilon"], where, hidden)
             continue
         expected = reference_pgd(model, x, t, setting["epsilon"], setting["alpha"], setting["steps"], targeted=True)
+        _in_ball(got, x, setting["epsilon"], where, hidden)
         if spec["kind"] == "checkpoint":
             with torch.no_grad():
                 reached = float((model(got).argmax(1) == t).double().mean())
             if not reached >= TARGETED_THRESHOLD:
                 shown = "" if hidden else f" (it reaches {reached:.0%} of {len(t)})"
                 raise CheckFailure(f"{where}: the attack should make the checkpoint predict the target class on at "
-                                   f"least {TARGETED_THRESHOLD:.0%} of the images{shown}: a targeted step DEScends "
+                                   f"least {TARGETED_THRESHOLD:.0%} of the images{shown}: a targeted step descends "
                                    f"the loss of the target class, x_k - alpha * sign(gradient)")
         _close_attack(got, expected, where, hidden, " (targeted: x_k - alpha * sign(gradient of the loss of the "
                                                     "target class), projected around the original x, clamped)",

@@ -178,7 +178,8 @@ def check_smoothgrad(smoothgrad: Callable, vanilla_gradient: Callable, hidden: b
             continue
         expected = _smoothgrad_expected(raw, setting, spec, x, target, noise, where, hidden)
         assert expected is not None
-        _close_maps(got, expected, where, hidden, " (sigma is per image: noise_level times that image's max - min)")
+        _close_maps(got, expected, where, hidden, " (sigma is per image: noise_level times that image's own max - min; "
+                    "the noisy images are not clamped to [0, 1]; the model is in eval mode)")
     for index, (rule, setting) in enumerate(HIDDEN_SMOOTHGRAD_ERRORS if hidden else SMOOTHGRAD_ERRORS):
         seed = _seed(hidden, "check_smoothgrad", f"error{index}")
         spec, x, target = _cnn(seed % 9973), _images(seed, 2, 3, 8), torch.tensor([0, 1])
