@@ -50,8 +50,8 @@ from .codeguard import code_rules
 from .guard import ForbiddenReference, Guard, blocked, install, qualified_op
 
 __all__ = ["CheckFailure", "ForbiddenReference", "check", "operations", "drive", "drive_counted", "blocked",
-           "expect_equal", "expect_raises",
-           "expect_close", "case_label", "type_name", "passed", "hidden_seed", "hidden_random", "hidden_generator",
+           "expect_equal", "expect_raises", "expect_close", "case_label", "type_name", "notebook_global", "passed",
+           "hidden_seed", "hidden_random", "hidden_generator",
            "secret_problem", "secret_fingerprint", "GRADING_SEED_VAR", "PUBLIC_SECRET", "SECRET_BITS"]
 
 #: Environment variable holding the instructor's secret, from which every hidden input is derived.
@@ -345,6 +345,16 @@ def type_name(value: Any, hidden: bool) -> str:
         if issubclass(cls, known):
             return shown
     return next(c.__name__ for c in cls.__mro__ if getattr(builtins, c.__name__, None) is c)
+
+
+def notebook_global(fn: Any, name: str) -> Any:
+    """The notebook's ``name`` as ``fn`` (a function defined in the notebook) sees it: how a check reaches a
+    student's helper or constant that its test cell does not pass (``LookupError`` when there is none)."""
+    space = getattr(fn, "__globals__", None)
+    if not isinstance(space, dict) or name not in space:
+        raise LookupError(f"the check looks {name} up where {getattr(fn, '__name__', 'the function')} was "
+                          f"defined: define both in the notebook")
+    return space[name]
 
 
 def passed(what: str, cases: int) -> None:

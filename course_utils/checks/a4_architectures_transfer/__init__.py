@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import CheckFailure, check, drive, hidden_seed
+from .. import notebook_global as _notebook_global
 from .. import type_name as _kind
 
 __all__ = ["check_vgg", "check_inception", "check_basic_block", "check_bottleneck", "check_resnet",
@@ -102,15 +103,6 @@ def _run(student: Any, driver: Callable[[Any], Any], where: str, hidden: bool) -
     except Exception as err:
         detail = "" if hidden else f": {err}"
         raise CheckFailure(f"{where} raised {_kind(err, hidden)}{detail}") from None
-
-
-def _notebook_global(fn: Any, name: str) -> Any:
-    """The notebook's ``name`` as ``fn`` (a function defined in the notebook) sees it."""
-    space = getattr(fn, "__globals__", None)
-    if not isinstance(space, dict) or name not in space:
-        raise LookupError(f"the check looks {name} up where {getattr(fn, '__name__', 'the function')} was "
-                          f"defined: define both in the notebook")
-    return space[name]
 
 
 class NotebookValue:

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import CheckFailure, check, drive, expect_close, hidden_seed
+from .. import notebook_global as _notebook_global
 from .. import type_name as _kind
 from ..codeguard import resolve
 
@@ -324,14 +325,6 @@ class _Recorder:
         first = float(epsilon) if self.attack else x.detach().clone() if isinstance(x, torch.Tensor) else None
         self.calls.append([first, out.detach().clone() if isinstance(out, torch.Tensor) else None])
         return out
-
-
-def _notebook_global(fn: Any, name: str) -> Any:
-    space = getattr(fn, "__globals__", None)
-    if not isinstance(space, dict) or name not in space:
-        raise LookupError(f"the check looks {name} up where {getattr(fn, '__name__', 'the function')} was "
-                          f"defined: define both in the notebook")
-    return space[name]
 
 
 # --- the driver --------------------------------------------------------------------------------------
