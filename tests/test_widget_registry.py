@@ -116,6 +116,20 @@ def test_describe_views_tells_the_kinds_apart():
     loose.close()
 
 
+def test_describe_views_gives_the_label_a_labelled_option_shows(monkeypatch):
+    # the browser suite compares a control's text with the kernel: for (label, value) options that text is the label
+    monkeypatch.delenv(registry.STATIC_ENV, raising=False)
+    monkeypatch.setattr(registry, "_png_digests", lambda fig: [])  # (the PNGs need a kernel: not compared here)
+    explorer = widgets.shapes_explorer()
+    entry = registry.describe_views([explorer.model_id])[0]
+    assert entry["kind"] == "demo" and len(entry["labels"]) == len(entry["values"])
+    family = explorer.kwargs_widgets[0]
+    family.options = [(f"the {option} family", option) for option in family.options]
+    entry = registry.describe_views([explorer.model_id])[0]
+    assert entry["labels"][0] == f"the {family.value} family", entry
+    explorer.close()
+
+
 def test_the_browser_suite_and_the_site_are_not_in_the_fast_tier():
     # they run with `make test-browser`; the fast tier must not need Chromium or Sphinx
     for path in (COURSE_ROOT / "tests" / "browser").glob("test_*.py"):

@@ -191,3 +191,18 @@ def test_the_explorer_computes_each_map_once(monkeypatch):
     widget = sal.saliency_explorer(image=1, method="SmoothGrad", noise_level=0.1, samples=5)
     assert calls == ["SmoothGrad"], f"one slider move should compute one map, got {len(calls)} computations"
     widget.close()
+
+
+def test_smoothgrads_settings_are_greyed_out_for_the_other_methods(monkeypatch):
+    monkeypatch.setattr(plt, "show", lambda *a, **k: None)
+    widget = sal.saliency_explorer(image=1, method="vanilla gradient", samples=5)
+    controls = {c.description: c for c in widget.kwargs_widgets}
+    assert controls["noise level"].disabled and controls["samples"].disabled
+    controls["method"].value = "SmoothGrad"
+    assert not controls["noise level"].disabled and not controls["samples"].disabled
+    before = widget.result.saliency.clone()
+    controls["noise level"].value = 0.3  # the map it shows follows the slider
+    assert not torch.equal(before, widget.result.saliency)
+    controls["method"].value = "Grad-CAM"
+    assert controls["noise level"].disabled and controls["samples"].disabled
+    widget.close()

@@ -155,7 +155,7 @@ def describe_views(model_ids: list[str]) -> list[dict]:
     """What the kernel knows about each displayed widget (by ipywidgets model id), for the browser suite.
 
     Each entry has ``kind``: ``"demo"`` (a registered widget: also ``name``, the controls'
-    ``values`` and ``images``, the sha256 of each PNG its plain function draws for those
+    ``values``, their ``labels`` (a selection control's shown label, else None) and ``images``, the sha256 of each PNG its plain function draws for those
     values, or ``error``), ``"progress"`` (a tqdm bar), ``"unregistered"`` (an ``interactive``
     no :func:`demo` builder made) or ``"other"`` (also ``type``); ``"missing"`` for an
     unknown id.
@@ -173,7 +173,9 @@ def describe_views(model_ids: list[str]) -> list[dict]:
         name = getattr(widget, DEMO_ATTRIBUTE, None)
         if name is not None:
             values = {key: (list(v) if isinstance(v, tuple) else v) for key, v in widget.kwargs.items()}
-            entry.update(kind="demo", name=name, values=values)
+            # what a selection control shows when its options are (label, value) pairs: the label
+            labels = [getattr(control, "label", None) for control in widget.kwargs_widgets]
+            entry.update(kind="demo", name=name, values=values, labels=labels)
             try:
                 fig = DEMOS[name].draw(**widget.kwargs)
             except ValueError as err:

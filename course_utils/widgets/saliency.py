@@ -230,9 +230,10 @@ def _draw(view: SaliencyView) -> Figure:
 
 
 @demo(figure=saliency_figure)
-def saliency_explorer(image: int = 0, method: str = "SmoothGrad", noise_level: float = 0.1, samples: int = 50):
-    """An image slider, a method menu and SmoothGrad's noise level and sample count around :func:`saliency_figure`.
-    ``explorer.result`` is the :class:`SaliencyView` on show."""
+def saliency_explorer(image: int = 0, method: str = "vanilla gradient", noise_level: float = 0.1,
+                      samples: int = 50):
+    """An image slider, a method menu and SmoothGrad's noise level and sample count around :func:`saliency_figure`
+    (greyed out unless the method is SmoothGrad). ``explorer.result`` is the :class:`SaliencyView` on show."""
     import ipywidgets as widgets
 
     _check_int("image", image, 0, N_IMAGES - 1)
@@ -247,8 +248,7 @@ def saliency_explorer(image: int = 0, method: str = "SmoothGrad", noise_level: f
         plt.close(fig)
         return view
 
-    return widgets.interactive(
-        show,
+    controls = dict(
         image=widgets.IntSlider(value=image, min=0, max=N_IMAGES - 1, description="image", continuous_update=False),
         method=widgets.Dropdown(options=list(METHODS), value=method, description="method"),
         noise_level=widgets.FloatSlider(value=noise_level, min=0.0, max=0.5, step=0.05, description="noise level",
@@ -257,3 +257,10 @@ def saliency_explorer(image: int = 0, method: str = "SmoothGrad", noise_level: f
         samples=widgets.IntSlider(value=samples, min=1, max=MAX_SAMPLES, description="samples",
                                   continuous_update=False, tooltip="SmoothGrad: number of noisy copies"),
     )
+
+    def applicable(_=None) -> None:  # the noise level and the sample count only change SmoothGrad's map
+        controls["noise_level"].disabled = controls["samples"].disabled = controls["method"].value != "SmoothGrad"
+
+    controls["method"].observe(applicable, names="value")
+    applicable()
+    return widgets.interactive(show, **controls)

@@ -271,12 +271,12 @@ def move(page, control) -> str | None:
     if "widget-dropdown" in kind:
         select = control.locator("select")
         options = [o.strip() for o in select.locator("option").all_text_contents()]
-        current = select.input_value()
-        others = [o for o in options if o != current]
+        current = int(select.evaluate("s => s.selectedIndex"))  # by position: an option's text may be a label
+        others = [i for i in range(len(options)) if i != current]
         if not others:
             return None
-        select.select_option(others[0])
-        return f"{label}: {current} -> {others[0]}"
+        select.select_option(index=others[0])
+        return f"{label}: {options[current] if current >= 0 else None} -> {options[others[0]]}"
     if "widget-toggle-buttons" in kind:
         buttons = control.locator("button.widget-toggle-button:not(.mod-active)")
         if not buttons.count():
