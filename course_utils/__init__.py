@@ -6,6 +6,7 @@ Import the module you need; each holds one kind of thing:
 - ``seeding``   one call seeds random, NumPy and torch; deterministic mode
 - ``fastmode``  ``COURSE_FAST=1`` / nbgrader execution: smaller data, fewer epochs
 - ``shapes``    the generated geometric-shapes images with object masks
+- ``scenes``    generated multi-object scenes: boxes, labels, instance and semantic masks
 - ``data``      datasets (offline by default), splits, normalization, loaders
 - ``training``  ``fit`` / ``evaluate``, a loop that knows nothing of the model
 - ``pretrained`` the course's own checkpoints (offline "pretrained" models), ImageNet weights opt-in

@@ -10,6 +10,9 @@ Offline datasets (no network, ever):
 ``shapes``         generated geometric shapes with per-pixel object masks
                    (:mod:`course_utils.shapes`), 10 classes, 32x32 RGB
 ``shapes-extra``   ten other shapes, for transfer-learning experiments
+``scenes``         generated 64x64 scenes of one to four shapes with boxes, labels,
+                   instance and semantic masks (:mod:`course_utils.scenes`), for
+                   detection and segmentation (a :class:`~course_utils.scenes.Scenes`)
 ``digits``         scikit-learn's bundled 8x8 handwritten digits (1,797 images)
 ``faces``          scikit-image's bundled 25x25 face / non-face set (200 images)
 =================  =============================================================
@@ -25,7 +28,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from . import fastmode, shapes
+from . import fastmode, scenes, shapes
 from .seeding import COURSE_SEED, torch_generator
 
 __all__ = [
@@ -41,7 +44,7 @@ __all__ = [
     "channel_stats", "Normalize", "make_loader", "make_loaders", "data_root",
 ]
 
-OFFLINE = ("shapes", "shapes-extra", "digits", "faces")
+OFFLINE = ("shapes", "shapes-extra", "scenes", "digits", "faces")
 ONLINE = ("mnist", "fashion-mnist", "cifar10")
 
 # What to use instead when an internet dataset cannot be had.
@@ -195,24 +198,40 @@ def _torchvision(name: str, n: int | None, size: int | None, train: bool, downlo
     return ImageSet(_resize(images[:count], size), labels[:count], list(ds.classes), name=name)
 
 
+@overload
+def load(name: Literal["scenes"], *, n: int | None = None, size: int | None = None, seed: int = COURSE_SEED,
+         train: bool = True, download: bool = False, **kwargs) -> scenes.Scenes: ...
+@overload
 def load(name: str, *, n: int | None = None, size: int | None = None, seed: int = COURSE_SEED,
-         train: bool = True, download: bool = False, **kwargs) -> ImageSet:
+         train: bool = True, download: bool = False, **kwargs) -> ImageSet: ...
+def load(name: str, *, n: int | None = None, size: int | None = None, seed: int = COURSE_SEED,
+         train: bool = True, download: bool = False, **kwargs) -> ImageSet | scenes.Scenes:
     """Load a dataset by name (see :func:`available`).
 
     n:        number of images. For ``shapes`` the default is 10,000 (1,000 in
-              fast mode); the bundled sets default to all of them.
-    size:     side length in pixels; images are generated or resized to it.
-    seed:     generator seed (``shapes`` only; the other sets are fixed).
+              fast mode), for ``scenes`` 2,000 (300 in fast mode); the bundled
+              sets default to all of them.
+    size:     side length in pixels; images are generated or resized to it
+              (``scenes``: 64 by default, at least 32).
+    seed:     generator seed (``shapes`` and ``scenes`` only; the other sets are fixed).
     train:    the training or test part of an internet dataset.
     download: allow an internet dataset to be downloaded into :func:`data_root`.
-    kwargs:   passed to :func:`course_utils.shapes.generate` (``style``, ``noise``, ``texture``).
+    kwargs:   passed to :func:`course_utils.shapes.generate` (``style``, ``noise``, ``texture``),
+              or for ``scenes`` to :func:`course_utils.scenes.generate_scenes` (``family``,
+              ``objects``, ``min_visible``, ``noise``, ``texture``).
+
+    ``scenes`` returns a :class:`course_utils.scenes.Scenes` (boxes, labels, instance and
+    semantic masks per image) instead of an :class:`ImageSet`.
     """
     key = name.lower().replace("_", "-") if isinstance(name, str) else name
     if key not in OFFLINE + ONLINE:
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(OFFLINE + ONLINE)} "
                          f"(offline: {list(OFFLINE)})")
-    if kwargs and not key.startswith("shapes"):
-        raise TypeError(f"{sorted(kwargs)} only apply to the shapes datasets, not {name!r}")
+    if kwargs and not key.startswith(("shapes", "scenes")):
+        raise TypeError(f"{sorted(kwargs)} only apply to the shapes datasets and to scenes, not {name!r}")
+    if key == "scenes":
+        return scenes.generate_scenes(_check_n(n, fastmode.size(2_000, 300)), size=64 if size is None else size,
+                                      seed=seed, **kwargs)
     if key.startswith("shapes"):
         family = "basic" if key == "shapes" else "extra"
         return _shapes(_check_n(n, fastmode.size(10_000, 1_000)), size, seed, family, **kwargs)
@@ -329,6 +348,8 @@ def make_loader(data: Dataset, batch_size: int = 128, shuffle: bool = False, *,
     and uses no worker processes, which is fastest for small images. Memory is
     pinned only when batches go to a CUDA device (it only helps there).
     Shuffling uses its own seeded generator, so the order is repeatable.
+    :class:`~course_utils.scenes.Scenes` batches come as (images (B, 3, H, W), list of
+    B target dicts), see :func:`course_utils.scenes.collate`.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -338,6 +359,9 @@ def make_loader(data: Dataset, batch_size: int = 128, shuffle: bool = False, *,
         sampler = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
         batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
         return DataLoader(data, sampler=batches, batch_size=None, pin_memory=pin)
+    if isinstance(data, scenes.Scenes):  # (images (B, 3, H, W), list of B target dicts)
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                          drop_last=drop_last, pin_memory=pin, collate_fn=scenes.collate)
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       drop_last=drop_last, pin_memory=pin)
 

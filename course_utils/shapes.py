@@ -177,13 +177,19 @@ def _contrasting_colours(rng: np.random.Generator, c: int) -> tuple[Array, Array
     going down L_bg >= MIN_CONTRAST; one always works, and when both do a coin picks.
     """
     bg, fg, coin = rng.random((c, 3)), rng.random((c, 3)), rng.random(c)
+    return bg, _contrast_against(bg, fg, coin)
+
+
+def _contrast_against(bg: Array, fg: Array, coin: Array) -> Array:
+    """Foreground colours fg (c, 3) mixed towards white or black just enough that
+    |L_fg - L_bg| >= MIN_CONTRAST against the background colours bg (c, 3); coin (c,) in
+    [0, 1) picks the direction when both work (see _contrasting_colours)."""
     lb, lf = bg @ LUMA, fg @ LUMA                                   # (c,)
     can_up, can_down = lb + MIN_CONTRAST <= 1, lb - MIN_CONTRAST >= 0
     up = can_up & (~can_down | (coin < 0.5))
     t_up = np.clip((lb + MIN_CONTRAST - lf) / np.maximum(1 - lf, 1e-9), 0, 1)   # L(t) = lf + t (1 - lf)
     t_dn = np.clip(1 - (lb - MIN_CONTRAST) / np.maximum(lf, 1e-9), 0, 1)       # L(t) = (1 - t) lf
-    fg = np.where(up[:, None], fg + t_up[:, None] * (1 - fg), (1 - t_dn[:, None]) * fg)
-    return bg, fg
+    return np.where(up[:, None], fg + t_up[:, None] * (1 - fg), (1 - t_dn[:, None]) * fg)
 
 
 def _texture_params(rng: np.random.Generator, c: int) -> dict[str, Array]:

@@ -100,6 +100,7 @@ def test_default_path_needs_no_network(no_network, tmp_path, monkeypatch):
     """Every offline dataset loads with sockets blocked; an opt-in download fails clearly."""
     data.load("shapes", n=32)
     data.load("shapes-extra", n=32)
+    data.load("scenes", n=8)
     data.load("digits", size=16)
     data.load("faces")
     data.photos()
