@@ -24,11 +24,13 @@ compound_scaling EfficientNet-B0 scaled in depth, width and resolution: paramete
 transfer        the precomputed transfer table, one (target, data size) cell at a time (lecture 08)
 saliency        four saliency maps of the course checkpoint on one shapes image, on-object share (lecture 09)
 epsilon         an image attacked with FGSM or PGD as epsilon grows: perturbation and prediction (lecture 10)
+detection       a detector's raw boxes through a score threshold and per-class NMS: precision, recall (lecture 11)
 """
 
 from .batch_noise import BatchNoise, batch_noise_explorer, batch_noise_figure, batch_statistics
 from .compound_scaling import ScaledCost, compound_scaling_explorer, scaled_cost, scaling_figure
 from .conv_matrix import conv_matrix_figure, conv_matrix_of, conv_matrix_summary, conv_matrix_viewer
+from .detection import NmsView, nms_explorer, nms_figure, nms_view
 from .epsilon import EpsilonView, epsilon_explorer, epsilon_figure, epsilon_view
 from .gradient_flow import GradientFlow, gradient_flow, gradient_flow_explorer, gradient_flow_figure
 from .init_explorer import LayerActivations, init_figure, initialization_explorer, layer_activations
@@ -50,4 +52,5 @@ __all__ = ["DEMOS", "Demo", "demo", "static_mode", "STATIC_ENV",
            "ScaledCost", "scaled_cost", "scaling_figure", "compound_scaling_explorer",
            "TransferCell", "transfer_cell", "transfer_figure", "transfer_explorer",
            "EpsilonView", "epsilon_view", "epsilon_figure", "epsilon_explorer",
-           "SaliencyView", "saliency_map", "saliency_view", "saliency_figure", "saliency_explorer"]
+           "SaliencyView", "saliency_map", "saliency_view", "saliency_figure", "saliency_explorer",
+           "NmsView", "nms_view", "nms_figure", "nms_explorer"]
