@@ -15,6 +15,7 @@
 #   make bench               measure speed: benchmarks/results/README.md (not a test)
 #   make precompute          rerun the scripts behind the lectures' precomputed results (scripts/, minutes)
 #   make checkpoints         rebuild the course's pretrained models in course_utils/checkpoints/ (minutes)
+#   make classroom           a JupyterHub classroom on this machine (root; Ctrl-C or make classroom-stop ends it)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -27,6 +28,7 @@ JOBS   ?= auto
 .PHONY: help env lab test test-heavy start check grade release student-bundle strip bench precompute
 .PHONY: checkpoints xcheck-env
 .PHONY: dev-env chromium test-browser site
+.PHONY: classroom classroom-stop classroom-env postgresql
 
 # `make start a1` / `make check a1` / `make grade a1`: the second word is the assignment, not a target.
 ifneq ($(filter start check grade,$(firstword $(MAKECMDGOALS))),)
@@ -37,7 +39,7 @@ ifneq ($(filter start check grade,$(firstword $(MAKECMDGOALS))),)
 endif
 
 help:
-	@sed -n '2,17p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
 
 # ---------------------------------------------------------------------------
 # The environment: created once, reused, rebuilt when broken or out of date.
@@ -196,3 +198,43 @@ bench: env
 	done; \
 	"$(PY)" benchmarks/report.py >/dev/null; \
 	if [ -n "$$failed" ]; then echo "make: these benchmarks failed:$$failed"; exit 1; fi
+
+# ---------------------------------------------------------------------------
+# The classroom on JupyterHub (docs/instructor.md, "Teaching on JupyterHub"): root only. Real Linux users
+# (dl4cv-teacher, dl4cv-alice, dl4cv-bob), JupyterHub with the local process spawner, configurable-http-proxy
+# (npm, into .classroom/), nbgrader's exchange, the hub's database and the gradebook on a private PostgreSQL,
+# all on 127.0.0.1. `make classroom` runs in the foreground: Ctrl-C stops everything it started, by PID, and
+# removes the users and the run folder; `make classroom-stop` does the same from another terminal.
+# CLASSROOM_ARGS: e.g. --students ana ben carla, --prefix cv-
+# ---------------------------------------------------------------------------
+CLASSROOM_STAMP := $(VENV)/.course-classroom-installed
+
+classroom-env: env postgresql
+	@if [ -f "$(CLASSROOM_STAMP)" ] && ! "$(PY)" -c "import jupyterhub, psycopg" >/dev/null 2>&1; then \
+	  rm -f "$(CLASSROOM_STAMP)"; fi
+	@$(MAKE) --no-print-directory $(CLASSROOM_STAMP)
+	@"$(PY)" -m course_utils.classroom install
+
+$(CLASSROOM_STAMP): requirements-classroom.txt
+	@echo "make: installing JupyterHub and the PostgreSQL driver into $(VENV) (requirements-classroom.txt)"
+	"$(PY)" -m pip install --quiet -r requirements-classroom.txt
+	@touch "$(CLASSROOM_STAMP)"
+
+# Debian's PostgreSQL server programs (the classroom runs its own cluster in its run folder, no service).
+postgresql:
+	@if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's postgresql for the classroom and a PostgreSQL gradebook"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; } || \
+	      echo "make: could not install postgresql"; \
+	  else \
+	    echo "make: PostgreSQL is missing (Debian: sudo apt-get install postgresql)"; \
+	  fi; \
+	fi
+
+classroom: classroom-env
+	"$(PY)" -m course_utils.classroom start $(CLASSROOM_ARGS)
+
+classroom-stop:
+	"$(PY)" -m course_utils.classroom stop

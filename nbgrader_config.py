@@ -29,3 +29,12 @@ c.GenerateFeedback.preprocessors = [ClearHiddenTests, GetGrades, CSSHTMLHeaderPr
 from course_utils.grading.stock import AUTOGRADE_PREPROCESSORS  # noqa: E402
 
 c.Autograde.autograde_preprocessors = AUTOGRADE_PREPROCESSORS
+
+# The gradebook. nbgrader's default is sqlite:///<this folder>/gradebook.db; a shared one (several graders, a
+# JupyterHub classroom) is a PostgreSQL URL, postgresql://USER:PASSWORD@HOST:5432/DATABASE (requirements-classroom.txt).
+# Set it in ~/.jupyter/nbgrader_config.py (c.CourseDirectory.db_url = "...", file mode 600: it holds a password),
+# or in the environment as COURSE_GRADEBOOK_URL, which wins over every file (course_utils/grading/gradebook_url.py).
+import os  # noqa: E402
+
+if os.environ.get("COURSE_GRADEBOOK_URL"):
+    c.CourseDirectory.db_url = os.environ["COURSE_GRADEBOOK_URL"]

@@ -92,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     if refusal is not None:
         print(f"refused: {refusal}", file=sys.stderr)
         return 2
+    from .gradebook_url import connection_problem, gradebook_url
+
+    problem = connection_problem(gradebook_url(root))  # before minutes of grading, not after
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     bin_dir = str(Path(sys.executable).parent)  # nbgrader runs its helpers (alembic) by name
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
 

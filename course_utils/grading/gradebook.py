@@ -111,15 +111,17 @@ SANITIZERS = [RepairMetadata, ClearOutput, DropDuplicateIds, OverwriteKernelspec
 
 
 def nbgrader_api(root: Path, results_dir: Path):
-    """nbgrader's API for the course at ``root``, its autograde step replaced by :class:`TrustedResults`."""
+    """nbgrader's API for the course at ``root``, its autograde step replaced by :class:`TrustedResults`.
+
+    Its configuration is nbgrader's (``gradebook_url.course_config``: ~/.jupyter's nbgrader_config.py, then the
+    course's), so the gradebook (``CourseDirectory.db_url``, SQLite or PostgreSQL) is the one formgrader uses.
+    """
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
-    from traitlets.config import Config
-    from traitlets.config.loader import PyFileConfigLoader
 
-    config = Config()
-    if (root / "nbgrader_config.py").is_file():
-        config.merge(PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config())
+    from .gradebook_url import course_config
+
+    config = course_config(root)
     config.CourseDirectory.root = str(root)
     config.Autograde.sanitize_preprocessors = SANITIZERS
     config.Autograde.autograde_preprocessors = PREPROCESSORS

@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .gradebook_url import URL_VAR, course_directory, gradebook_url
+
 __all__ = ["CellScore", "TempCourse", "release_differences", "assignment_ids", "nbgrader_env", "run_nbgrader",
            "COURSE_ROOT"]
 
@@ -71,10 +73,14 @@ class TempCourse:
 
     assignment: an id with a folder in ``source_root/solutions``.
     env:        extra environment for nbgrader (e.g. ``COURSE_GRADING_SEED``).
+    db_url:     the gradebook (nbgrader's ``CourseDirectory.db_url``), written into the temporary course's
+                nbgrader_config.py; default: ``env``'s ``COURSE_GRADEBOOK_URL``, else as the course is configured
+                (SQLite in the temporary folder unless ``COURSE_GRADEBOOK_URL`` or ~/.jupyter says otherwise).
+                A PostgreSQL database is not emptied afterwards: give each TempCourse a database of its own.
     """
 
     def __init__(self, assignment: str, source_root: Path = COURSE_ROOT, env: dict[str, str] | None = None,
-                 keep: bool = False) -> None:
+                 keep: bool = False, db_url: str | None = None) -> None:
         source = source_root / "solutions" / assignment
         if not source.is_dir():
             raise ValueError(f"no assignment {assignment!r}: expected a folder {source}; "
@@ -82,8 +88,17 @@ class TempCourse:
         self.assignment, self.source_root, self.env, self.keep = assignment, source_root, env or {}, keep
         self.root = Path(tempfile.mkdtemp(prefix=f"course-{assignment}-"))
         shutil.copy(source_root / "nbgrader_config.py", self.root / "nbgrader_config.py")
+        db_url = db_url or self.env.get(URL_VAR)
+        if db_url:  # in the course's own config, so nbgrader's tools and scores() read the same gradebook
+            with open(self.root / "nbgrader_config.py", "a", encoding="utf-8") as f:
+                f.write(f"\nc.CourseDirectory.db_url = {db_url!r}  # TempCourse(db_url=...)\n")
         shutil.copytree(source, self.root / "solutions" / assignment,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+
+    @property
+    def db_url(self) -> str:
+        """The gradebook nbgrader uses in this course (``CourseDirectory.db_url``)."""
+        return gradebook_url(self.root)
 
     def __enter__(self) -> TempCourse:
         return self
@@ -112,11 +127,12 @@ class TempCourse:
         return self.scores(student)
 
     def scores(self, student: str) -> dict[str, CellScore]:
-        """Per-cell scores of every notebook this student submitted, read from the gradebook."""
+        """Per-cell scores of every notebook this student submitted, read from the course's gradebook."""
         from nbgrader.api import Gradebook
 
         out: dict[str, CellScore] = {}
-        with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gradebook:
+        coursedir = course_directory(self.root)
+        with Gradebook(coursedir.db_url, coursedir.course_id) as gradebook:
             submission = gradebook.find_submission(self.assignment, student)
             for notebook in submission.notebooks:
                 for grade in notebook.grades:

@@ -234,6 +234,8 @@ def python_paths() -> list[Path]:
     candidates = [Path(sys.prefix), Path(sys.exec_prefix), Path(sys.base_prefix).resolve(),
                   Path(sys.base_exec_prefix).resolve(), Path(sys.executable).resolve().parent,
                   Path(__file__).resolve().parents[1]]
+    # site folders a .pth file added (the JupyterHub classroom's server environment layers the course's .venv so)
+    candidates += [Path(p) for p in sys.path if Path(p).name == "site-packages" and Path(p).is_dir()]
     unique = sorted({Path(os.path.abspath(p)) for p in candidates}, key=lambda p: len(p.parts))
     # a path inside another one is already readable through it
     return [p for i, p in enumerate(unique) if not any(q in p.parents for q in unique[:i])]
