@@ -437,3 +437,254 @@ def test_a5_task_texts_worked_examples():
     pixel = torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)
     path = [float(_a5_pgd(Climb(), pixel, y, 0.1, 0.04, steps)) for steps in (1, 2, 3, 4)]
     assert [round(p, 10) for p in path] == [0.54, 0.58, 0.6, 0.6]
+
+
+# --- a6_detection_segmentation: the written answers' numbers (11a, 11b, 11c) and the task text's worked examples ---
+# The references are torchvision.ops and small versions of the assignment's rules written here; the detections of 11b
+# are the solution notebook's simulate_detections (copied below) on its held-out scenes (data.load("scenes", seed=32)).
+def _a6_average_precision(detections, ground_truth, iou_threshold=0.5) -> float:
+    """One class over a data set: stable ranking over all images, greedy matching to the best unmatched true box of
+    the detection's image (IoU >= threshold), all-point interpolated area."""
+    from torchvision.ops import box_iou
+
+    n_true = sum(len(g) for g in ground_truth)
+    if n_true == 0:
+        return float("nan")
+    ranked = sorted(((float(s), i, d) for i, (_, scores) in enumerate(detections) for d, s in enumerate(scores)),
+                    key=lambda r: -r[0])  # Python's sort is stable
+    matched = [torch.zeros(len(g), dtype=torch.bool) for g in ground_truth]
+    hits = []
+    for _, i, d in ranked:
+        hit = False
+        if len(ground_truth[i]):
+            iou = box_iou(detections[i][0][d : d + 1], ground_truth[i])[0].masked_fill(matched[i], -1.0)
+            best = int(iou.argmax())
+            hit = bool(iou[best] >= iou_threshold)
+            matched[i][best] |= hit
+        hits.append(hit)
+    if not hits:
+        return 0.0
+    tp = torch.tensor(hits, dtype=torch.float64).cumsum(0)
+    precision, recall = tp / torch.arange(1, len(hits) + 1), tp / n_true
+    envelope = precision.flip(0).cummax(0).values.flip(0)
+    return float(((recall - torch.cat([torch.zeros(1, dtype=torch.float64), recall[:-1]])) * envelope).sum())
+
+
+def _a6_simulate_detections(scene_set, seed=0):
+    """The solution notebook's simulate_detections (part 3's demo), with torchvision's box_iou."""
+    from torchvision.ops import box_iou
+
+    g = torch.Generator().manual_seed(seed)
+    size = scene_set.images.shape[-1]
+    out = []
+    for truth, truth_labels in zip(scene_set.boxes, scene_set.labels, strict=True):
+        b, s, lab = [], [], []
+        for box, label in zip(truth, truth_labels.tolist(), strict=True):
+            if torch.rand(1, generator=g) < 0.15:  # missed object
+                continue
+            for copy in range(3):  # the detection and two looser duplicates
+                jitter = (1.5 if copy == 0 else 3.0) * torch.randn(4, generator=g)
+                moved = (box + jitter).clamp(0, size)
+                moved = torch.cat([moved[:2], torch.maximum(moved[2:], moved[:2] + 1)])
+                quality = box_iou(moved[None], box[None])[0, 0]
+                score = (0.2 + 0.8 * quality) * (0.75 + 0.25 * torch.rand(1, generator=g)[0])
+                b.append(moved), s.append(score * (1 if copy == 0 else 0.95)), lab.append(label)
+            if torch.rand(1, generator=g) < 0.3:  # the same box with a wrong class
+                b.append(box.clone()), s.append(0.4 * torch.rand(1, generator=g)[0])
+                lab.append((label + 1 + int(torch.randint(9, (1,), generator=g))) % 10)
+        for _ in range(2):  # boxes on background
+            corner = torch.rand(2, generator=g) * (size - 12)
+            b.append(torch.cat([corner, corner + 6 + 10 * torch.rand(2, generator=g)]))
+            s.append(0.5 * torch.rand(1, generator=g)[0]), lab.append(int(torch.randint(10, (1,), generator=g)))
+        out.append((torch.stack(b), torch.stack(s).float(), torch.tensor(lab, dtype=torch.long)))
+    return out
+
+
+def test_a6_task_text_worked_examples():
+    """Parts 1-8's worked numbers: IoU 0.125 and 0 for touching boxes; NMS [0, 2, 3] at 0.5 and 0.4, [0, 2] at 0.25
+    (IoUs 0.82, 0.25, 0.33, 0.11 and 0.43); roi_pool's cells and overlapping rows; roi_align's samples; AP 0.55 (0.525
+    without interpolation); Dice 0.4; soft Dice loss 0.231."""
+    from torchvision import ops
+
+    assert float(ops.box_iou(torch.tensor([[1.0, 1, 5, 4]]), torch.tensor([[3.0, 2, 9, 6]]))) == 0.125
+    assert float(ops.box_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[2.0, 0, 4, 2]]))) == 0.0
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 0, 11, 10], [0, 6, 10, 16], [5, 0, 15, 10]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    iou = ops.box_iou(boxes, boxes)
+    assert [round(float(iou[0, k]), 2) for k in (1, 2, 3)] == [0.82, 0.25, 0.33]
+    assert round(float(iou[2, 3]), 2) == 0.11 and round(float(iou[1, 3]), 2) == 0.43
+    assert ops.nms(boxes, scores, 0.5).tolist() == [0, 2, 3] and ops.nms(boxes, scores, 0.25).tolist() == [0, 2]
+    assert ops.nms(boxes, scores, 0.4).tolist() == [0, 2, 3]  # D survives B (0.43): B was suppressed first
+
+    # roi_pool, scale 1/4, ROI (0, 6, 2, 21, 13), 2x2: columns [2, 4) and [4, 6), rows [1, 3) and [2, 4)
+    column = torch.arange(16.0).expand(16, 16)  # value = its column
+    row = column.T.contiguous()
+    features = torch.stack([column, -column, row, -row])[None]  # (1, 4, 16, 16)
+    roi = torch.tensor([[0.0, 6, 2, 21, 13]])
+    pooled = ops.roi_pool(features, roi, 2, spatial_scale=1 / 4)[0]  # (4, 2, 2)
+    assert pooled[0, 0].tolist() == [3, 5] and (-pooled[1, 0]).tolist() == [2, 4]  # last and first column per bin
+    assert pooled[2, :, 0].tolist() == [2, 3] and (-pooled[3, :, 0]).tolist() == [1, 2]  # row 2 in both bins
+    aligned = ops.roi_align(features, roi, 2, spatial_scale=1 / 4, sampling_ratio=-1, aligned=False)[0]
+    # bin (0, 0): samples at x = 1.96875 and 2.90625, y = 0.84375 and 1.53125 (the linear map returns their mean)
+    assert math.isclose(float(aligned[0, 0, 0]), (1.96875 + 2.90625) / 2, abs_tol=1e-5)
+    assert math.isclose(float(aligned[2, 0, 0]), (0.84375 + 1.53125) / 2, abs_tol=1e-5)
+
+    # AP: 4 true boxes, ranking TP, FP, FP, TP, TP
+    truth = [torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]])]
+    dets = torch.tensor([[0.0, 0, 10, 10], [0, 40, 10, 50], [0, 60, 10, 70], [20, 0, 30, 10], [40, 0, 50, 10]])
+    ap = _a6_average_precision([(dets, torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5]))], truth)
+    assert math.isclose(ap, 0.55, abs_tol=1e-12)
+    assert math.isclose(0.25 * 1 + 0.25 * 2 / 4 + 0.25 * 3 / 5, 0.525)
+
+    assert 2 * 1 / (3 + 2) == 0.4
+    p = torch.sigmoid(torch.tensor([0.0, math.log(3)]))
+    assert torch.allclose(p, torch.tensor([0.5, 0.75]))
+    d = (2 * float((p * torch.tensor([0.0, 1.0])).sum()) + 1) / (float(p.sum()) + 1 + 1)
+    assert round(d, 3) == 0.769 and round(1 - d, 3) == 0.231
+
+
+def test_a6_11a_roi_pool_quantization_of_a_box_at_stride_16():
+    """11a: the box (37, 50, 101, 118) at stride 16 pools columns 2-6 and rows 3-7, pixels [32, 112) x [48, 128):
+    edges off by 5, 11, 2 and 10 pixels; about 2, 5, 1 and 4 cells of a 28x28 mask; roi_align's bins 0.571 of a cell
+    wide and 0.607 tall; aligned=True reads every sample half a cell (8 pixels) further up and left."""
+    from torchvision import ops
+
+    column = torch.arange(20.0).expand(20, 20)
+    row = column.T.contiguous()
+    features = torch.stack([column, -column, row, -row])[None]  # (1, 4, 20, 20): a 320x320 image at stride 16
+    box = (37.0, 50.0, 101.0, 118.0)
+    pooled = ops.roi_pool(features, torch.tensor([[0.0, *box]]), 7, spatial_scale=1 / 16)[0]  # (4, 7, 7)
+    first_col, last_col = int(-pooled[1].max()), int(pooled[0].max())
+    first_row, last_row = int(-pooled[3].max()), int(pooled[2].max())
+    assert (first_col, last_col, first_row, last_row) == (2, 6, 3, 7)
+    region = (16 * first_col, 16 * first_row, 16 * (last_col + 1), 16 * (last_row + 1))
+    assert region == (32, 48, 112, 128)
+    errors = (box[0] - region[0], region[2] - box[2], box[1] - region[1], region[3] - box[3])
+    assert errors == (5, 11, 2, 10)
+    cell_w, cell_h = (box[2] - box[0]) / 28, (box[3] - box[1]) / 28
+    in_cells = [round(e / size) for e, size in zip(errors, (cell_w, cell_w, cell_h, cell_h), strict=True)]
+    assert in_cells == [2, 5, 1, 4], in_cells
+    assert len(set(pooled[0, 0].tolist())) == 5  # 7 bins over 5 columns: some bins repeat a column
+    # roi_align: no rounding; bins of (101 - 37) / 16 / 7 = 4/7 cell wide, (118 - 50) / 16 / 7 tall; aligned=True
+    # reads half a cell up and left
+    assert round((box[2] - box[0]) / 16 / 7, 3) == 0.571 and round((box[3] - box[1]) / 16 / 7, 3) == 0.607
+    kwargs = dict(output_size=7, spatial_scale=1 / 16, sampling_ratio=2)
+    plain = ops.roi_align(features, torch.tensor([[0.0, *box]]), aligned=False, **kwargs)[0]
+    shifted = ops.roi_align(features, torch.tensor([[0.0, *box]]), aligned=True, **kwargs)[0]
+    assert torch.allclose(plain[0] - shifted[0], torch.full((7, 7), 0.5), atol=1e-5)  # columns: half a cell
+    assert torch.allclose(plain[2] - shifted[2], torch.full((7, 7), 0.5), atol=1e-5)  # rows
+    assert 0.5 * 16 == 8
+
+
+def test_a6_11b_duplicates_nms_and_stricter_thresholds_on_the_notebooks_detections():
+    """11b: the notebook's per-class table (300 held-out scenes): mAP@0.5 0.80 with NMS, 0.69 without, every class
+    losing 0.08 to 0.14; AP@0.75 of the smallest classes, which lose most (arrow 0.71 -> 0.12, triangle 0.85 -> 0.22,
+    star 0.75 -> 0.20), against the largest (heart 0.80 -> 0.47); IoU of a box 1.5 px too large on every side: 0.53
+    and 0.79."""
+    from torchvision import ops
+
+    from course_utils import data
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scene_set = data.load("scenes", n=300, seed=32)
+        detections = _a6_simulate_detections(scene_set)
+    finally:
+        torch.set_num_threads(threads)
+    after = [(b[k], s[k], lab[k]) for b, s, lab in detections for k in [ops.batched_nms(b, s, lab, 0.5)]]
+
+    def ap(dets, c, t):
+        return _a6_average_precision([(b[lab == c], s[lab == c]) for b, s, lab in dets],
+                                     [b[lab == c] for b, lab in zip(scene_set.boxes, scene_set.labels, strict=True)], t)
+
+    names = scene_set.classes
+    raw = {name: ap(detections, c, 0.5) for c, name in enumerate(names)}
+    ap50 = {name: ap(after, c, 0.5) for c, name in enumerate(names)}
+    ap75 = {name: ap(after, c, 0.75) for c, name in enumerate(names)}
+    side = {name: float(torch.cat([((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).sqrt()[lab == c]
+                                   for b, lab in zip(scene_set.boxes, scene_set.labels, strict=True)]).mean())
+            for c, name in enumerate(names)}
+    m_raw, m50 = sum(raw.values()) / 10, sum(ap50.values()) / 10
+    assert round(m50, 2) == 0.80 and round(m_raw, 2) == 0.69, (m50, m_raw)
+    losses = [ap50[n] - raw[n] for n in names]
+    assert 0.075 < min(losses) and max(losses) < 0.145, losses
+    smallest = sorted(names, key=side.get)[:3]
+    assert smallest == ["arrow", "triangle", "star"], smallest
+    drops = {n: ap50[n] - ap75[n] for n in names}
+    assert sorted(sorted(names, key=drops.get)[-3:]) == sorted(smallest), drops  # they lose most from 0.5 to 0.75
+    assert max(side, key=side.get) == "heart" and round(side["arrow"], 1) == 11.5 and round(side["heart"], 1) == 16.7
+    assert [round(side[n], 1) for n in ("triangle", "star")] == [12.8, 14.4]
+    claimed = {"arrow": (0.71, 0.12), "triangle": (0.85, 0.22), "star": (0.75, 0.20), "heart": (0.80, 0.47)}
+    for n, (at50, at75) in claimed.items():  # the answer rounds the table's three decimals to two
+        assert abs(ap50[n] - at50) < 0.0051 and abs(ap75[n] - at75) < 0.0051, (n, ap50[n], ap75[n])
+    for a, expected in ((8, 0.53), (24, 0.79)):
+        iou = ops.box_iou(torch.tensor([[0.0, 0, a, a]]), torch.tensor([[-1.5, -1.5, a + 1.5, a + 1.5]]))
+        assert round(float(iou), 2) == expected and math.isclose(float(iou), a**2 / (a + 3) ** 2, rel_tol=1e-6)
+
+
+def test_a6_11b_the_copied_simulate_detections_is_the_notebooks():
+    """11b's numbers come from the copy above: it must give the solution notebook's detections (part 3's demo), so
+    that an edit of the notebook's simulator cannot leave the model answer's numbers behind."""
+    import json
+    from pathlib import Path
+
+    from torchvision.ops import box_iou
+
+    from course_utils import data
+
+    notebook = Path(__file__).resolve().parents[1] / "solutions" / "a6_detection_segmentation" / \
+        "a6_detection_segmentation.ipynb"
+    cells = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    (source,) = [c for c in cells if "def simulate_detections(" in c]
+    definition = source[: source.index("\ndetections = simulate_detections(")]  # the def, not the demo after it
+    namespace = {"torch": torch, "box_iou": box_iou}
+    exec(definition, namespace)  # noqa: S102 (the course's own notebook)
+    scene_set = data.load("scenes", n=25, seed=32)
+    theirs, ours = namespace["simulate_detections"](scene_set), _a6_simulate_detections(scene_set)
+    assert len(theirs) == len(ours) == 25
+    for a, b in zip(theirs, ours, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_a6_11c_rare_class_accuracy_dice_and_the_unets_receptive_field():
+    """11c: a 100-pixel lesion in a 100x100 scan: pixel accuracy 99.0% for both predictions, Dice 0 and 0.5; with
+    lesions in 10% of the scans the all-background model's mean per-image Dice is 0.9 (empty/empty = 1); the
+    receptive field of the bottleneck of the contract's U-Net: 14, 32, 68, 140 pixels for depth 1 to 4."""
+    from torch import nn
+
+    truth = torch.zeros(100, 100, dtype=torch.bool)
+    truth[45:55, 45:55] = True  # 100 pixels
+    half = torch.zeros_like(truth)
+    half[45:50, 45:55] = True  # 50 of the lesion's pixels
+    half[0:5, 0:10] = True  # and 50 healthy ones
+    for pred, dice in ((torch.zeros_like(truth), 0.0), (half, 0.5)):
+        tp, total = int((pred & truth).sum()), int(pred.sum() + truth.sum())
+        assert float((pred == truth).double().mean()) == 0.99 and 2 * tp / total == dice
+    scans = torch.zeros(100, 100, 100, dtype=torch.bool)
+    scans[:10, 45:55, 45:55] = True  # 10% of the scans have a lesion
+    pred = torch.zeros_like(scans)
+    both = (pred & scans).flatten(1).sum(1).double()
+    total = (pred.flatten(1).sum(1) + scans.flatten(1).sum(1)).double()
+    dice = torch.where(total > 0, 2 * both / total.clamp(min=1), 1.0)
+    assert float(dice.mean()) == 0.9
+
+    def block(c_in, c_out):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                             nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+    for depth, expected in ((1, 14), (2, 32), (3, 68), (4, 140)):
+        layers = [block(1, 2)]
+        for _ in range(depth):
+            layers += [nn.AvgPool2d(2), block(2, 2)]  # the max pool's window: a max would pass the gradient to one
+        encoder = nn.Sequential(*layers).double().eval()
+        for m in encoder.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.constant_(m.weight, 0.1)  # positive weights and inputs: every ReLU passes
+        size = max(64, 10 * 2**depth)  # room for the receptive field around the centre
+        x = (torch.rand(1, 1, size, size, dtype=torch.float64) + 0.5).requires_grad_(True)
+        out = encoder(x)  # (1, 2, size / 2^depth, size / 2^depth)
+        centre = out.shape[-1] // 2
+        (grad,) = torch.autograd.grad(out[0, 0, centre, centre], x)
+        rows, cols = torch.nonzero(grad[0, 0]).unbind(1)
+        assert int(rows.max() - rows.min() + 1) == int(cols.max() - cols.min() + 1) == expected, (depth, rows)
