@@ -258,3 +258,49 @@ def points_problems(row: dict[str, str], points: dict[str, float], must_fail: se
     if flag and flag not in row["flags"]:
         problems.append(f"the flags should mention {flag!r}: {row['flags']}")
     return problems
+
+
+def hostile_class(assignment: str, students: Students, points: dict[str, float], *, cell_timeout: int,
+                  call_timeout: int, timeout: int, total: float = 80,
+                  missing: Callable[[], str | None] = lambda: None) -> tuple[Callable[..., Any], ...]:
+    """The three tests of an assignment's hostile class, graded once by the grading command (a module fixture):
+    the run finished with the sandbox on and a row per student, the correct submission gets every autograded
+    point (``total``), and each submission loses exactly its cells' points. A test module binds them to its own
+    names (pytest collects them there):
+
+        (graded, test_the_class_is_graded_with_the_sandbox_on, test_the_correct_submission_gets_every_autograded_point,
+         test_each_submission_loses_exactly_its_points) = vh.hostile_class(ASSIGNMENT, CLASS, POINTS, ...)
+
+    ``missing()``: why the class cannot be graded yet (the tests skip with it), or None.
+    """
+    import time
+
+    import pytest
+
+    @pytest.fixture(scope="module", name="graded")
+    def graded(tmp_path_factory: Any) -> tuple[subprocess.CompletedProcess, dict[str, dict[str, str]]]:
+        why = missing()
+        if why is not None:
+            pytest.skip(why)
+        root = tmp_path_factory.mktemp(f"{assignment.split('_')[0]}course")
+        write_course(root, assignment, students)
+        started = time.monotonic()
+        result = grade(root, assignment, cell_timeout=cell_timeout, call_timeout=call_timeout, timeout=timeout)
+        print(f"graded {len(students)} submissions in {time.monotonic() - started:.0f} s")
+        return result
+
+    def test_the_class_is_graded_with_the_sandbox_on(graded: Any) -> None:
+        assert class_graded_problems(*graded, students) == []
+
+    def test_the_correct_submission_gets_every_autograded_point(graded: Any) -> None:
+        _, rows = graded
+        assert float(rows["correct"]["autograded"]) == sum(points.values()) == total, rows["correct"]["flags"]
+
+    @pytest.mark.parametrize("student", students)
+    def test_each_submission_loses_exactly_its_points(graded: Any, student: str) -> None:
+        _, rows = graded
+        _, _, must_fail, flag = students[student]
+        assert points_problems(rows[student], points, must_fail, flag) == []
+
+    return (graded, test_the_class_is_graded_with_the_sandbox_on,
+            test_the_correct_submission_gets_every_autograded_point, test_each_submission_loses_exactly_its_points)

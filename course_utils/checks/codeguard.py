@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
@@ -120,6 +121,30 @@ def resolve(dotted: str) -> CodeRule:
                          f"Python function (refuse its PyTorch operators with refuse= instead)")
     return CodeRule(dotted, getattr(function, "__module__", "") or "", frozenset({code.co_filename}),
                     getattr(function, "__qualname__", code.co_name), ".<locals>.", _lines(function))
+
+
+def importable(top: str) -> bool:
+    """Whether the package ``top`` is installed (found without importing it: a library may take seconds)."""
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def resolvable(names: Iterable[str]) -> tuple[str, ...]:
+    """The dotted names whose code can be found (another version of a library may have moved a module)."""
+    import warnings
+
+    kept = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            try:
+                resolve(name)
+            except (ValueError, ImportError):
+                continue
+            kept.append(name)
+    return tuple(kept)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ variants the fast tier leaves out, the seed study behind its threshold).
 
 import statistics
 import sys
-import time
 
 import pytest
 import torch
@@ -148,30 +147,9 @@ CLASS = {
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("a3course")
-    vh.write_course(root, ASSIGNMENT, CLASS)
-    started = time.monotonic()
-    done, rows = vh.grade(root, ASSIGNMENT, cell_timeout=300, call_timeout=120, timeout=3000)
-    print(f"graded {len(CLASS)} submissions in {time.monotonic() - started:.0f} s")
-    return done, rows
-
-
-def test_the_class_is_graded_with_the_sandbox_on(graded):
-    assert vh.class_graded_problems(*graded, CLASS) == []
-
-
-def test_the_correct_submission_gets_every_autograded_point(graded):
-    _, rows = graded
-    assert float(rows["correct"]["autograded"]) == sum(POINTS.values()) == 80, rows["correct"]["flags"]
-
-
-@pytest.mark.parametrize("student", CLASS)
-def test_each_submission_loses_exactly_its_points(graded, student):
-    _, rows = graded
-    _, _, must_fail, flag = CLASS[student]
-    assert vh.points_problems(rows[student], POINTS, must_fail, flag) == []
+(graded, test_the_class_is_graded_with_the_sandbox_on, test_the_correct_submission_gets_every_autograded_point,
+ test_each_submission_loses_exactly_its_points) = vh.hostile_class(
+    ASSIGNMENT, CLASS, POINTS, cell_timeout=300, call_timeout=120, timeout=3000)
 
 
 # --- the CNN cell, directly ------------------------------------------------------------------------------

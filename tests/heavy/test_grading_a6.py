@@ -16,7 +16,6 @@ several secrets, the correct variants' hidden calls) and the seed study behind t
 import math
 import secrets
 import sys
-import time
 
 import pytest
 import torch
@@ -86,32 +85,14 @@ CLASS = {
 }
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    if v.NOTEBOOK is None or not (COURSE_ROOT / "assignments" / ASSIGNMENT).exists():
-        pytest.skip("the a6 solution or release notebook is not there yet")
-    root = tmp_path_factory.mktemp("a6course")
-    vh.write_course(root, ASSIGNMENT, CLASS)
-    started = time.monotonic()
-    done, rows = vh.grade(root, ASSIGNMENT, cell_timeout=300, call_timeout=200, timeout=3600)
-    print(f"graded {len(CLASS)} submissions in {time.monotonic() - started:.0f} s")
-    return done, rows
+def _not_ready() -> str | None:
+    ready = v.NOTEBOOK is not None and (COURSE_ROOT / "assignments" / ASSIGNMENT).exists()
+    return None if ready else "the a6 solution or release notebook is not there yet"
 
 
-def test_the_class_is_graded_with_the_sandbox_on(graded):
-    assert vh.class_graded_problems(*graded, CLASS) == []
-
-
-def test_the_correct_submission_gets_every_autograded_point(graded):
-    _, rows = graded
-    assert float(rows["correct"]["autograded"]) == sum(POINTS.values()) == 80, rows["correct"]["flags"]
-
-
-@pytest.mark.parametrize("student", CLASS)
-def test_each_submission_loses_exactly_its_points(graded, student):
-    _, rows = graded
-    _, _, must_fail, flag = CLASS[student]
-    assert vh.points_problems(rows[student], POINTS, must_fail, flag) == []
+(graded, test_the_class_is_graded_with_the_sandbox_on, test_the_correct_submission_gets_every_autograded_point,
+ test_each_submission_loses_exactly_its_points) = vh.hostile_class(
+    ASSIGNMENT, CLASS, POINTS, cell_timeout=300, call_timeout=200, timeout=3600, missing=_not_ready)
 
 
 # --- what the fast tier leaves out -------------------------------------------------------------------------

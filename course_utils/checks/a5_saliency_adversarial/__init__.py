@@ -53,7 +53,6 @@ import functools
 import importlib
 import math
 import random
-import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,7 +65,8 @@ from torch import nn
 from .. import CheckFailure, check, drive, expect_close, hidden_seed
 from .. import notebook_global as _notebook_global
 from .. import type_name as _kind
-from ..codeguard import resolve
+from ..codeguard import importable as _importable
+from ..codeguard import resolvable as _resolvable
 
 __all__ = ["check_vanilla_gradient", "check_smoothgrad", "check_integrated_gradients", "check_fgsm", "check_pgd",
            "check_pgd_targeted", "check_accuracy_vs_epsilon", "Call", "small_cnn", "build_model",
@@ -96,25 +96,6 @@ Model = dict                          # {"kind": "cnn" | "checkpoint", "seed", "
 
 
 # --- what the student's code may not run -------------------------------------------------------------
-def _importable(top: str) -> bool:
-    try:
-        return importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _resolvable(names: Sequence[str]) -> tuple[str, ...]:
-    """The names whose code can be found (another version of a library may have moved a module)."""
-    kept = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in names:
-            try:
-                resolve(name)
-            except (ValueError, ImportError):
-                continue
-            kept.append(name)
-    return tuple(kept)
 
 
 _WIDGETS = Path(__file__).resolve().parent.parent.parent / "widgets"

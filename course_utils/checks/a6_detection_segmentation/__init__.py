@@ -48,7 +48,6 @@ import functools
 import importlib
 import math
 import random
-import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,7 +59,8 @@ from torch import nn
 
 from .. import CheckFailure, check, drive, expect_close, hidden_seed
 from .. import type_name as _kind
-from ..codeguard import resolve
+from ..codeguard import importable as _importable
+from ..codeguard import resolvable as _resolvable
 
 __all__ = ["check_box_iou", "check_nms", "check_batched_nms", "check_roi_pool", "check_roi_align",
            "check_average_precision", "check_dice_score", "check_soft_dice_loss", "check_unet", "check_train_unet",
@@ -102,25 +102,6 @@ WHY = ("write it yourself (torchvision.ops and the lecture's detection widget ar
        "torch and nn layers stay available)")
 
 
-def _importable(top: str) -> bool:
-    try:
-        return importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _resolvable(names: Sequence[str]) -> tuple[str, ...]:
-    """The names whose code can be found (another version of a library may have moved a module)."""
-    kept = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in names:
-            try:
-                resolve(name)
-            except (ValueError, ImportError):
-                continue
-            kept.append(name)
-    return tuple(kept)
 
 
 @functools.cache
