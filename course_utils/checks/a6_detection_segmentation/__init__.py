@@ -67,7 +67,8 @@ __all__ = ["check_box_iou", "check_nms", "check_batched_nms", "check_roi_pool", 
            "UNet", "UNetRun", "LossRun", "TrainRun", "fill_by_name", "unet_slots", "reference_box_iou",
            "reference_nms", "reference_batched_nms", "reference_roi_pool", "reference_roi_align",
            "reference_average_precision", "reference_dice_score", "reference_soft_dice_loss",
-           "reference_train_epochs", "held_out_dice", "hidden_rules", "visible_rules", "refused_code",
+           "reference_train_epochs", "reference_first_order", "held_out_dice", "hidden_rules", "visible_rules",
+           "refused_code",
            "REFUSED_OPS", "TORCHVISION_CODE", "IOU_MARGIN", "TRAIN_RECIPE", "TRAIN_DICE_THRESHOLD",
            "FIRST_EPOCH_RTOL"]
 
@@ -400,7 +401,8 @@ def _train_model(seed: int) -> UNet:
 class TrainRun:
     """A driver: ``torch.manual_seed(seed)``, the check's reference U-Net, then ``train_unet(model, images, masks,
     epochs, lr=lr, batch_size=batch_size)`` on shapes masks (``data_seed``); returns what it returned (a list of
-    plain numbers, or type names), whether it kept the model object, and the trained weights (plain data)."""
+    plain numbers, or type names), the trained weights (plain data), the images of the first epoch's training-mode
+    forward passes by index, and whether the images or masks were changed."""
 
     def __init__(self, seed: int, data_seed: int, n: int, size: int, epochs: int, lr: float,
                  batch_size: int) -> None:
@@ -414,7 +416,19 @@ class TrainRun:
     def __call__(self, fn: Any) -> dict[str, Any]:
         images, masks = shapes_masks(self.data_seed, self.n, self.size)
         model = _train_model(self.seed)
-        losses = fn(model, images, masks, self.epochs, lr=self.lr, batch_size=self.batch_size)
+        index_of = {image.numpy().tobytes(): i for i, image in enumerate(images)}
+        batches: list[list[int]] = []  # the images of each training-mode forward pass, by index (-1: not one of them)
+
+        def record(module: nn.Module, inputs: tuple) -> None:
+            x = inputs[0] if inputs else None
+            if module.training and isinstance(x, torch.Tensor) and len(batches) < self.n // self.batch_size:
+                batches.append([index_of.get(image.detach().cpu().numpy().tobytes(), -1) for image in x])
+
+        hook = model.register_forward_pre_hook(record)
+        try:
+            losses = fn(model, images, masks, self.epochs, lr=self.lr, batch_size=self.batch_size)
+        finally:
+            hook.remove()
         if isinstance(losses, (list, tuple)):
             shown: Any = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else type(v).__name__
                           for v in losses]
@@ -422,7 +436,7 @@ class TrainRun:
             shown = type(losses).__name__
         fresh_images, fresh_masks = shapes_masks(self.data_seed, self.n, self.size)
         return {"losses": shown, "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                "images_changed": not torch.equal(images, fresh_images),
+                "first_batches": batches, "images_changed": not torch.equal(images, fresh_images),
                 "masks_changed": not torch.equal(masks, fresh_masks)}
 
 
@@ -449,6 +463,14 @@ def reference_train_epochs(seed: int, images: torch.Tensor, masks: torch.Tensor,
                 total, batches = total + loss.item(), batches + 1
             losses.append(total / batches)
     return losses
+
+
+def reference_first_order(seed: int, n: int) -> list[int]:
+    """The order of the first epoch in the stated recipe: ``torch.randperm(n)`` drawn right after the reference
+    U-Net is built from ``torch.manual_seed(seed)``. torch's global RNG is restored after."""
+    with torch.random.fork_rng(devices=[]):
+        _train_model(seed)
+        return torch.randperm(n).tolist()
 
 
 def held_out_dice(state: dict[str, torch.Tensor], images: torch.Tensor, masks: torch.Tensor) -> float:

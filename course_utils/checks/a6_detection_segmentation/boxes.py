@@ -282,6 +282,8 @@ BATCHED_CASES: list[Case] = [
       "labels": [1, 0, 1, 0], "threshold": 0.5}),
     ("any integer labels (not only 0 .. C-1)", {"n": 24, "clusters": 4, "threshold": 0.5, "classes": 3,
                                                 "label_step": 7}),
+    ("negative coordinates: boxes of different labels still never suppress each other",
+     {"boxes": [[-10, -10, 2, 2], [-10, -10, -5, -5]], "scores": [0.9, 0.8], "labels": [0, 1], "threshold": 0.1}),
     ("per-label greedy NMS on random overlapping boxes", {"n": 36, "clusters": 5, "threshold": 0.4, "classes": 3}),
     ("equal scores: the lower index first", {"n": 20, "clusters": 3, "threshold": 0.5, "classes": 2, "ties": True}),
     ("no boxes: an empty int64 tensor", {"boxes": [], "scores": [], "labels": [], "threshold": 0.5}),

@@ -10,8 +10,8 @@ from .. import CheckFailure
 from .. import case_label as _where
 from . import (FIRST_EPOCH_RTOL, TRAIN_DICE_THRESHOLD, TRAIN_RECIPE, Case, LossRun, TrainRun, UNet, UNetRun, _call,
                _compare, _declare, _expect_value_error, _finish, _generator, _name, _run, _seed, _show,
-               fill_by_name,
-               held_out_dice, reference_dice_score, reference_soft_dice_loss, reference_train_epochs, shapes_masks,
+               fill_by_name, held_out_dice, reference_dice_score, reference_first_order, reference_soft_dice_loss,
+               reference_train_epochs, shapes_masks,
                unet_slots)
 
 _DTYPES = {"bool": torch.bool, "float": torch.float32, "long": torch.int64, "uint8": torch.uint8}
@@ -105,6 +105,13 @@ HIDDEN_SOFT_CASES: list[Case] = [
 ]
 
 
+def _brief(t: torch.Tensor) -> object:
+    """A small tensor's values; a larger one's shape and range (the values would bury the comparison below)."""
+    if t.numel() <= 36:
+        return _show(t)
+    return f"a {tuple(t.shape)} tensor with values in [{t.min().item():.3g}, {t.max().item():.3g}]"
+
+
 @_declare()
 def check_soft_dice_loss(soft_dice_loss: Callable, hidden: bool = False) -> None:
     """soft_dice_loss(logits, target, smooth=1.0): 1 - mean_n (2 sum p t + smooth) / (sum p + sum t + smooth) with
@@ -115,7 +122,7 @@ def check_soft_dice_loss(soft_dice_loss: Callable, hidden: bool = False) -> None
         logits, target = _loss_inputs(setting, _seed(hidden, "check_soft_dice_loss", index))
         kwargs = {} if setting.get("default") else {"smooth": setting.get("smooth", 1.0)}
         shown = ", ".join(["logits", "target"] + [f"{k}={v}" for k, v in kwargs.items()])
-        where = _where(name, f"{name}({shown}) with logits = {_show(logits)}, target = {_show(target)}", rule,
+        where = _where(name, f"{name}({shown}) with logits = {_brief(logits)}, target = {_brief(target)}", rule,
                        hidden)
         got = _run(soft_dice_loss, LossRun(logits, target, kwargs), where, hidden)
         if got.get("type") != "Tensor":
@@ -257,13 +264,21 @@ def check_train_unet(train_unet: Callable, hidden: bool = False) -> None:
         losses = got["losses"]
         if not isinstance(losses, list) or len(losses) != r["epochs"] or not all(isinstance(v, float)
                                                                                  for v in losses):
-            shown = losses if isinstance(losses, str) else f"{len(losses)} items" if isinstance(losses, list) \
-                else type(losses).__name__
+            kinds = sorted({v if isinstance(v, str) else type(v).__name__ for v in losses}) \
+                if isinstance(losses, list) else []
+            shown = losses if isinstance(losses, str) else f"{len(losses)} items of type {', '.join(kinds) or '-'}" \
+                if isinstance(losses, list) else type(losses).__name__
             raise CheckFailure(f"{where} should return a list of {r['epochs']} floats (the mean loss of each epoch, "
                                f"e.g. loss.item()), got {shown}")
-        for name in ("images", "masks"):
-            if got.get(f"{name}_changed"):
-                raise CheckFailure(f"{where}: the {name} were changed in place (leave the inputs untouched)")
+        for inputs in ("images", "masks"):
+            if got.get(f"{inputs}_changed"):
+                raise CheckFailure(f"{where}: the {inputs} were changed in place (leave the inputs untouched)")
+        order = reference_first_order(seed, r["n"])
+        expected_batches = [order[i : i + r["batch_size"]] for i in range(0, r["n"], r["batch_size"])]
+        if got["first_batches"] != expected_batches:
+            raise CheckFailure(f"{where}: the first epoch's batches are not images[perm[i:i + batch_size]] in order "
+                               f"for perm = torch.randperm(N) drawn first, with no other draw from torch's global "
+                               f"random generator before it (a DataLoader's shuffling draws differently)")
         images, masks = shapes_masks(data_seed, r["n"], r["size"])
         expected = reference_train_epochs(seed, images, masks, 1, r["lr"], r["batch_size"])[0]
         if not math.isfinite(losses[0]) or abs(losses[0] - expected) > FIRST_EPOCH_RTOL * abs(expected):
