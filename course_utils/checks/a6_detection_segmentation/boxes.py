@@ -293,6 +293,8 @@ HIDDEN_BATCHED_CASES: list[Case] = [
     ("any integer labels (not only 0 .. C-1)", {"n": 18, "clusters": 3, "threshold": 0.35, "classes": 2,
                                                 "label_step": 5}),
     ("equal scores: the lower index first", {"n": 22, "clusters": 4, "threshold": 0.5, "classes": 3, "ties": True}),
+    ("negative coordinates: boxes of different labels still never suppress each other",
+     {"boxes": [[-24, -18, 1, 3], [-22, -16, -12, -8]], "scores": [0.7, 0.95], "labels": [3, 4], "threshold": 0.05}),
 ]
 
 
