@@ -14,6 +14,7 @@ import contextlib
 import csv
 import functools
 import io
+import json
 import os
 import secrets
 import shutil
@@ -260,6 +261,19 @@ def points_problems(row: dict[str, str], points: dict[str, float], must_fail: se
     return problems
 
 
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` (across pytest-xdist's worker processes)."""
+    import fcntl
+
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def hostile_class(assignment: str, students: Students, points: dict[str, float], *, cell_timeout: int,
                   call_timeout: int, timeout: int, total: float = 80,
                   missing: Callable[[], str | None] = lambda: None) -> tuple[Callable[..., Any], ...]:
@@ -282,12 +296,28 @@ def hostile_class(assignment: str, students: Students, points: dict[str, float],
         why = missing()
         if why is not None:
             pytest.skip(why)
-        root = tmp_path_factory.mktemp(f"{assignment.split('_')[0]}course")
-        write_course(root, assignment, students)
-        started = time.monotonic()
-        result = grade(root, assignment, cell_timeout=cell_timeout, call_timeout=call_timeout, timeout=timeout)
-        print(f"graded {len(students)} submissions in {time.monotonic() - started:.0f} s")
-        return result
+        # Once per test session: with pytest-xdist each worker that gets one of these tests builds this module
+        # fixture, and would grade the whole class again (seen: a5's class graded twice, 400 s each). The first
+        # worker grades; the other waits for the lock and reads the result.
+        base = tmp_path_factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            base = base.parent  # shared by the workers of this session
+        done_file = base / f"{assignment}-class.json"
+        with exclusive(base / f"{assignment}-class.lock"):
+            if not done_file.is_file():
+                root = base / f"{assignment}-class"
+                shutil.rmtree(root, ignore_errors=True)
+                root.mkdir()
+                write_course(root, assignment, students)
+                started = time.monotonic()
+                done, rows = grade(root, assignment, cell_timeout=cell_timeout, call_timeout=call_timeout,
+                                   timeout=timeout)
+                print(f"graded {len(students)} submissions in {time.monotonic() - started:.0f} s")
+                done_file.write_text(json.dumps({"args": [str(a) for a in done.args], "returncode": done.returncode,
+                                                 "stdout": done.stdout, "stderr": done.stderr, "rows": rows}))
+        saved = json.loads(done_file.read_text())
+        return (subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"], saved["stderr"]),
+                saved["rows"])
 
     def test_the_class_is_graded_with_the_sandbox_on(graded: Any) -> None:
         assert class_graded_problems(*graded, students) == []

@@ -16,9 +16,7 @@ if the attack works), so a working attack would show up as points.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -41,6 +39,9 @@ from course_utils.checks import a0_warmup as checks
 from course_utils.grading.nbgrader_course import COURSE_ROOT, nbgrader_env
 from course_utils.grading.results import NotebookResult
 from course_utils.grading.sandbox import bubblewrap_problem
+
+sys.path.insert(0, str(COURSE_ROOT / "tests"))
+from variants_harness import exclusive  # noqa: E402
 
 
 PROBLEM = bubblewrap_problem()
@@ -377,16 +378,6 @@ def run_scenario(folder: Path) -> dict:
                               capture_output=True, text=True, timeout=300)
     state["export"] = {"rc": exported.returncode, "stderr": exported.stderr[-3000:]}
     return state
-
-
-@contextlib.contextmanager
-def exclusive(lock: Path):
-    with open(lock, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="module")
