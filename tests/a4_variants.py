@@ -833,8 +833,7 @@ WRONG: dict[str, tuple[dict[str, Any], set[str]]] = {
     "basic_block_option_a": ({"BasicBlock": BasicBlockOptionA}, {"test_basic_block", "test_resnet"}),
     "basic_block_projection_only_on_stride": ({"BasicBlock": BasicBlockProjectionOnlyOnStride},
                                               {"test_basic_block"}),
-    "basic_block_relu_before_add": ({"BasicBlock": BasicBlockReluBeforeAdd}, {"test_basic_block", "test_resnet",
-                                                                            RESIDUAL}),
+    "basic_block_relu_before_add": ({"BasicBlock": BasicBlockReluBeforeAdd}, {"test_basic_block", "test_resnet"}),
     "basic_block_conv_bias": ({"BasicBlock": BasicBlockConvBias}, {"test_basic_block", "test_resnet", RESIDUAL}),
     "basic_block_no_expansion": ({"BasicBlock": BasicBlockNoExpansion}, {"test_basic_block", "test_resnet"}),
     "bottleneck_expansion_2": ({"Bottleneck": BottleneckExpansion2}, {"test_bottleneck", "test_resnet"}),
@@ -866,9 +865,10 @@ WRONG: dict[str, tuple[dict[str, Any], set[str]]] = {
     "fine_tune_statistics_frozen": ({"fine_tune_param_groups": fine_tune_statistics_frozen}, {FINE_TUNE}),
     "fine_tune_reuses_old_head": ({"fine_tune_param_groups": fine_tune_reuses_old_head}, {FINE_TUNE}),
 }
-# cells a variant fails at the visible call's fixed seed but not at every hidden one: without a ReLU after the
-# addition, make_residual(20, 16)'s stream grows block after block and its training error under the check's recipe
-# ranges from 0.0 to 0.63 over 8 seeds (0.76 at the visible seed: it loses the cell, the hidden call alone may not)
+# cells a variant may fail on some seeds only (not required of it): without a ReLU after the addition,
+# make_residual(20, 16)'s stream grows block after block and its training error under the check's recipe ranges from
+# 0.0 to 0.76 over seeds; the residual cell, which takes the better of two runs, loses it on some seeds only (it
+# passes at the visible seeds). Its own cells, the block's and the ResNet's, catch it.
 SEED_DEPENDENT = {"basic_block_relu_before_add": {RESIDUAL}}
 # cells a variant cannot but crash in (a block without ``expansion``: make_resnet multiplies by it)
 CRASHES = {"basic_block_no_expansion": {"test_resnet"}}

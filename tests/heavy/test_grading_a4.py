@@ -66,13 +66,13 @@ CLASS = {
                                        "        self.branch3[1] = nn.Sequential(nn.Conv2d(ch5x5red, ch5x5, 3,"
                                        " padding=1, bias=False), nn.BatchNorm2d(ch5x5, eps=0.001), nn.ReLU())\n"),
                                   {"test_inception"}, None),
-    "relu_before_the_addition": ({}, ("basic_block",
-                                      "class BasicBlock(BasicBlock):\n"
-                                      "    def forward(self, x):\n"
-                                      "        identity = x if self.downsample is None else self.downsample(x)\n"
-                                      "        out = F.relu(self.bn1(self.conv1(x)))\n"
-                                      "        return F.relu(self.bn2(self.conv2(out))) + identity\n"),
-                                 {"test_basic_block", "test_resnet", RESIDUAL}, None),  # (v.SEED_DEPENDENT)
+    "conv_bias": ({}, ("basic_block",
+                       "class BasicBlock(BasicBlock):\n"
+                       "    def __init__(self, in_channels, out_channels, stride=1):\n"
+                       "        super().__init__(in_channels, out_channels, stride)\n"
+                       "        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1)\n"
+                       "        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)\n"),
+                  {"test_basic_block", "test_resnet", RESIDUAL}, None),
     "bottleneck_v1": ({}, ("bottleneck",
                            "class Bottleneck(Bottleneck):\n"
                            "    def __init__(self, in_channels, width, stride=1):\n"
@@ -131,7 +131,7 @@ def _not_ready() -> str | None:
 @pytest.mark.parametrize("name", v.WRONG)
 def test_each_wrong_variant_loses_exactly_its_cells_training_cells_included(name):
     replacements, must_fail = v.WRONG[name]
-    assert v.failing_cells(replacements) == must_fail
+    assert v.failing_cells(replacements) - v.SEED_DEPENDENT.get(name, set()) == must_fail
 
 
 @pytest.mark.parametrize("secret", ["", "term-2026-spring", "5a0c1e1bd57c03a96f8d1f7b9cb0a1f3"])

@@ -338,8 +338,10 @@ def _digits8() -> tuple[torch.Tensor, torch.Tensor]:
 # with minibatch SGD (momentum 0.9, lr 0.05 decaying linearly to 0, batch 32, 8 epochs; about 1.5 s on one core),
 # then its training error in eval mode. Seed studies: the reference answer of tests/a4_variants.py at most 0.027 over
 # 20 seeds (mean 0.008), the notebook's solution at most 0.043 over 10 (mean 0.011, tests/heavy/test_grading_a4.py);
-# RESIDUAL_THRESHOLD 0.15 is over three times the worst. A plain 20-layer net trained the same way ends
-# at 0.37-0.63 (the reference's and the notebook's, 5 seeds each): the degradation the cell is about (not required).
+# RESIDUAL_THRESHOLD 0.15 is over three times the worst of those; but the distribution has a tail (60 more seeds:
+# at most 0.11; one CI secret: 0.25), so the check takes the better of two runs from two seeds when the first misses.
+# A plain 20-layer net trained the same way ends at 0.37-0.63 (the reference's and the notebook's, 5 seeds each): the
+# degradation the cell is about (not required).
 RESIDUAL_RECIPE = {"depth": 20, "width": 16, "images": 256, "epochs": 8, "batch": 32, "lr": 0.05, "momentum": 0.9}
 RESIDUAL_THRESHOLD = 0.15
 

@@ -80,17 +80,25 @@ def check_residual_vs_plain(make_plain: Callable, make_residual: Callable, hidde
     name = names["residual"]
     where = _where(name, f"{name}({r['depth']}, {r['width']}) trained by the check ({recipe})",
                    "the residual net trains", hidden)
-    seed = _seed(hidden, "check_residual_vs_plain", "training")
-    images, labels = residual_training_data(seed)
-    logits = _run(make_residual, ResidualTraining(images, labels, seed), where, hidden)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (len(labels), 10):
-        raise CheckFailure(f"{where}: the logits should be a tensor of shape ({len(labels)}, 10), got "
-                           f"{_kind(logits, hidden)}")
-    error = float((logits.argmax(dim=1) != labels).double().mean())
+    errors = []
+    # A correct net's run lands above the threshold for about one seed in 70 (an unlucky start: 0.25 seen once,
+    # tests/heavy/test_grading_a4.py): then the check trains once more from another seed and takes the better run.
+    for attempt in ("training", "training again"):
+        seed = _seed(hidden, "check_residual_vs_plain", attempt)
+        images, labels = residual_training_data(seed)
+        logits = _run(make_residual, ResidualTraining(images, labels, seed), where, hidden)
+        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (len(labels), 10):
+            raise CheckFailure(f"{where}: the logits should be a tensor of shape ({len(labels)}, 10), got "
+                               f"{_kind(logits, hidden)}")
+        errors.append(float((logits.argmax(dim=1) != labels).double().mean()))
+        if errors[-1] <= RESIDUAL_THRESHOLD:
+            break
+    error = errors[-1]
     if not error <= RESIDUAL_THRESHOLD:
-        raise CheckFailure(f"{where}: its training error is {error:.1%}, expected at most {RESIDUAL_THRESHOLD:.0%} "
-                           f"— a residual block adds its input before the last ReLU (relu(bn2(conv2(...)) + x)): "
-                           f"does your BasicBlock pass part 3?")
+        raise CheckFailure(f"{where}: its training error is {errors[0]:.1%} and {errors[1]:.1%} in two runs from two "
+                           f"seeds, expected at most {RESIDUAL_THRESHOLD:.0%} in one of them — a residual block adds "
+                           f"its input before the last ReLU (relu(bn2(conv2(...)) + x)): does your BasicBlock pass "
+                           f"part 3?")
     print(f"✓ {name}({r['depth']}, {r['width']}): training error {error:.1%} after {recipe}; the plain net has no "
           f"skips, the residual one identity skips" + (" (hidden seed)" if hidden else ""))
 
