@@ -1104,25 +1104,10 @@ def train_unet_lr_ignored(model, images, masks, epochs, lr=1e-2, batch_size=32):
 
 
 def train_unet_draws_before_shuffling(model, images, masks, epochs, lr=1e-2, batch_size=32):
-    """One draw from torch's global RNG (a random crop, a dropout of its own...) before each epoch's randperm: its
+    """One draw from torch's global RNG (a random crop, a dropout of its own...) before the first randperm: its
     first epoch's loss can still land within 2 % of the recipe's; its batches are not the recipe's."""
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(epochs):
-        torch.rand(1)
-        perm = torch.randperm(len(images))
-        batch_losses = []
-        for start in range(0, len(images), batch_size):
-            index = perm[start : start + batch_size]
-            logits = model(images[index])
-            loss = F.binary_cross_entropy_with_logits(logits, masks[index]) + _soft_dice_loss(logits, masks[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            batch_losses.append(loss.item())
-        losses.append(sum(batch_losses) / len(batch_losses))
-    return losses
+    torch.rand(1)
+    return _train_unet(model, images, masks, epochs, lr, batch_size)
 
 
 def train_unet_smooths_the_masks_in_place(model, images, masks, epochs, lr=1e-2, batch_size=32):

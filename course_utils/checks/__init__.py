@@ -49,9 +49,9 @@ from typing import Any
 from .codeguard import code_rules
 from .guard import ForbiddenReference, Guard, blocked, install, qualified_op
 
-__all__ = ["CheckFailure", "ForbiddenReference", "check", "operations", "drive", "drive_counted", "blocked",
-           "expect_equal", "expect_raises", "expect_close", "case_label", "type_name", "notebook_global", "passed",
-           "hidden_seed", "hidden_random", "hidden_generator",
+__all__ = ["CheckFailure", "ForbiddenReference", "check", "check_later", "operations", "drive", "drive_counted",
+           "blocked", "expect_equal", "expect_raises", "expect_close", "case_label", "type_name", "notebook_global",
+           "passed", "hidden_seed", "hidden_random", "hidden_generator",
            "secret_problem", "secret_fingerprint", "GRADING_SEED_VAR", "PUBLIC_SECRET", "SECRET_BITS"]
 
 #: Environment variable holding the instructor's secret, from which every hidden input is derived.
@@ -253,6 +253,28 @@ def check(*, refuse: Iterable[str] = (), forbid: Sequence[str] = (), refuse_code
         return run
 
     return declare
+
+
+def check_later(refuse_code: Callable[[], Iterable[str]], *, refuse: Iterable[str] = (),
+                why: str = _WHY) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """:func:`check`, declared when the check is first called: ``refuse_code()`` may import libraries that take
+    seconds (captum, torchvision's detection code), which a notebook's imports cell should not pay for."""
+    refuse = tuple(refuse)
+
+    def decorate(body: Callable[..., None]) -> Callable[..., None]:
+        declared: list[Callable[..., None]] = []
+
+        @functools.wraps(body)
+        def run(*functions: Any, **options: Any) -> None:
+            __tracebackhide__ = True  # noqa: F841 (IPython and pytest leave this frame out)
+            if not declared:
+                declared.append(check(refuse=refuse, refuse_code=refuse_code(), why=why)(body))
+            return declared[0](*functions, **options)
+
+        run.refuse = refuse  # type: ignore[attr-defined]
+        return run
+
+    return decorate
 
 
 # --- comparisons ----------------------------------------------------------------------------------

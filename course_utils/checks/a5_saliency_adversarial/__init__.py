@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import CheckFailure, check, drive, expect_close, hidden_seed
+from .. import CheckFailure, check_later, drive, expect_close, hidden_seed
 from .. import notebook_global as _notebook_global
 from .. import type_name as _kind
 from ..codeguard import importable as _importable
@@ -126,19 +126,7 @@ def refused_code() -> tuple[str, ...]:
 
 def _declare() -> Callable[[Callable[..., None]], Callable[..., None]]:
     """:func:`check` with :func:`refused_code`, declared when the check is first called."""
-    def decorate(body: Callable[..., None]) -> Callable[..., None]:
-        declared: list[Callable[..., None]] = []
-
-        @functools.wraps(body)
-        def run(*functions: Any, **options: Any) -> None:
-            __tracebackhide__ = True  # noqa: F841 (IPython and pytest leave this frame out)
-            if not declared:
-                declared.append(check(refuse_code=refused_code(), why=WHY)(body))
-            return declared[0](*functions, **options)
-
-        return run
-
-    return decorate
+    return check_later(refused_code, why=WHY)
 
 
 # --- the models ----------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import CheckFailure, check, drive, expect_close, hidden_seed
+from .. import CheckFailure, check_later, drive, expect_close, hidden_seed
 from .. import type_name as _kind
 from ..codeguard import importable as _importable
 from ..codeguard import resolvable as _resolvable
@@ -117,20 +117,7 @@ def refused_code() -> tuple[str, ...]:
 
 def _declare() -> Callable[[Callable[..., None]], Callable[..., None]]:
     """:func:`check` with the refused operators and :func:`refused_code`, declared when the check is first called."""
-    def decorate(body: Callable[..., None]) -> Callable[..., None]:
-        declared: list[Callable[..., None]] = []
-
-        @functools.wraps(body)
-        def run(*functions: Any, **options: Any) -> None:
-            __tracebackhide__ = True  # noqa: F841 (IPython and pytest leave this frame out)
-            if not declared:
-                declared.append(check(refuse=REFUSED_OPS, refuse_code=refused_code(), why=WHY)(body))
-            return declared[0](*functions, **options)
-
-        run.refuse = REFUSED_OPS  # type: ignore[attr-defined]
-        return run
-
-    return decorate
+    return check_later(refused_code, refuse=REFUSED_OPS, why=WHY)
 
 
 def _tv_ops() -> Any:
@@ -502,24 +489,11 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _call(fn: Callable, where: str, hidden: bool, *args: Any, **kwargs: Any) -> Any:
-    """Call the student's function; a crash becomes a failure that says where (not the inputs, if hidden)."""
+def _answer(thunk: Callable[[], Any], where: str, hidden: bool, hint: str = "") -> Any:
+    """``thunk()``, the student's code; its exception becomes a failure that says where (not the inputs, if hidden),
+    and ``hint``."""
     try:
-        return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise CheckFailure(f"{where}: not implemented yet (it raised NotImplementedError)") from None
-    except CheckFailure:
-        raise
-    except Exception as err:
-        detail = "" if hidden else f": {err}"
-        raise CheckFailure(f"{where} raised {_kind(err, hidden)}{detail}") from None
-
-
-def _run(student: Any, driver: Callable[[Any], Any], where: str, hidden: bool, hint: str = "") -> Any:
-    """``drive``; the student's exception becomes a failure that says where (not the inputs, if hidden), and
-    ``hint``."""
-    try:
-        return drive(student, driver)
+        return thunk()
     except NotImplementedError:
         raise CheckFailure(f"{where}: not implemented yet (it raised NotImplementedError)") from None
     except CheckFailure:
@@ -527,6 +501,16 @@ def _run(student: Any, driver: Callable[[Any], Any], where: str, hidden: bool, h
     except Exception as err:
         detail = "" if hidden else f": {err}"
         raise CheckFailure(f"{where} raised {_kind(err, hidden)}{detail}{hint}") from None
+
+
+def _call(fn: Callable, where: str, hidden: bool, *args: Any, **kwargs: Any) -> Any:
+    """Call the student's function (see :func:`_answer`)."""
+    return _answer(lambda: fn(*args, **kwargs), where, hidden)
+
+
+def _run(student: Any, driver: Callable[[Any], Any], where: str, hidden: bool, hint: str = "") -> Any:
+    """``drive`` the student's function or class (see :func:`_answer`)."""
+    return _answer(lambda: drive(student, driver), where, hidden, hint)
 
 
 def _compare(got: Any, expected: torch.Tensor, where: str, hidden: bool, hint: str = "", *, atol: float = 1e-5,
